@@ -1,0 +1,290 @@
+"""One configuration object for the whole course, with named profiles.
+
+Three sizes of every run, picked by one name:
+
+* ``ci``     - seconds per notebook; tiny data and models, used by the tests.
+* ``laptop`` - real, meaningful results in minutes on a 2-core CPU, on the
+  embedded dataset (the default a student runs).
+* ``colab``  - paper-sized settings for a Colab GPU (CUDA, mixed precision).
+
+Usage::
+
+    from clipdiff_mini.config import get_config
+    cfg = get_config("laptop")                                  # a profile
+    cfg = get_config("ci", {"clip.train_steps": 20})           # with overrides
+    cfg.data.n_train, cfg.paths.data_dir
+
+An unknown profile, an unknown key or a value outside a field's allowed set
+raises ``ConfigError`` naming the allowed values.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+PROFILES = ("ci", "laptop", "colab")
+
+# Fields whose values must come from a fixed set: "section.field" -> allowed.
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "profile": PROFILES,
+    "device": ("auto", "cpu", "cuda"),
+    "precision": ("fp32", "bf16", "fp16"),
+    "data.source": ("shapes", "karpathy"),
+    "data.tokenizer": ("word", "bert"),
+    "clip.source": ("scratch", "pretrained"),
+    "diffusion.schedule": ("linear", "cosine", "sqrt"),
+}
+
+
+class ConfigError(ValueError):
+    """A bad profile name, key or value; the message lists what is allowed."""
+
+
+@dataclass
+class PathsConfig:
+    """Where generated files go. Relative paths are resolved against the
+    project root (see `project_root`), so notebooks run from any folder."""
+
+    data_dir: str = "data"  # datasets (generated or downloaded)
+    cache_dir: str = "data/cache"  # CLIP features and other caches
+    checkpoint_dir: str = "data/checkpoints"  # trained models
+    output_dir: str = "outputs"  # executed notebooks, figures, summaries
+
+
+@dataclass
+class DataConfig:
+    source: str = "shapes"  # "shapes" (embedded, generated) or "karpathy" (Flickr8k/30k, COCO)
+    # embedded dataset
+    n_train: int = 10_000
+    n_val: int = 1_000
+    n_test: int = 1_000
+    image_size: int = 64
+    max_objects: int = 4
+    captions_per_image: int = 5
+    seed: int = 0
+    # real datasets in Karpathy split format
+    karpathy_json: str = "data/flickr8k/dataset_flickr8k.json"
+    image_dir: str = "data/flickr8k/Flicker8k_Dataset"
+    # text
+    tokenizer: str = "word"  # "word" (built from training captions) or "bert" (BERT-uncased)
+    max_caption_len: int = 24  # tokens, BOS/EOS included
+    min_word_count: int = 1  # rarer training words map to [UNK]
+
+
+@dataclass
+class ClipConfig:
+    source: str = "scratch"  # "scratch" (trained in notebook 04) or "pretrained" (open_clip)
+    pretrained_model: str = "ViT-B-32"  # open_clip name for source="pretrained"
+    pretrained_tag: str = "openai"
+    embed_dim: int = 128
+    vision_width: int = 64
+    vision_layers: int = 2
+    text_width: int = 128
+    text_layers: int = 2
+    text_heads: int = 4
+    train_steps: int = 1500
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 100
+    feature_batch_size: int = 256
+
+
+@dataclass
+class DiffusionConfig:
+    schedule: str = "sqrt"  # "linear" (DDPM), "cosine" (improved DDPM), "sqrt" (Diffusion-LM)
+    timesteps: int = 2000
+    embed_dim: int = 16  # word-embedding size for the Diffusion-LM view
+    sigma0: float = 0.1  # x0 ~ N(EMB(w), sigma0^2 I)
+    rounding_weight: float = 1.0  # lambda on -log p(w | x0)
+    train_steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-3
+    sample_steps: int = 50  # DDIM steps when sampling
+
+
+@dataclass
+class Config:
+    profile: str = "laptop"
+    seed: int = 0
+    device: str = "auto"  # "auto" picks CUDA when available
+    precision: str = "fp32"  # mixed precision on GPU: "bf16" or "fp16"
+    num_workers: int = 0
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+
+    # ---- derived helpers -------------------------------------------------
+    def path(self, name: str) -> Path:
+        """Absolute path of ``paths.<name>`` (created on demand by writers)."""
+        value = getattr(self.paths, name)
+        p = Path(value)
+        return p if p.is_absolute() else project_root() / p
+
+    def resolve(self, relative: str) -> Path:
+        """Resolve any config path string (for example ``data.karpathy_json``)."""
+        p = Path(relative)
+        return p if p.is_absolute() else project_root() / p
+
+    def torch_device(self):
+        import torch
+
+        if self.device == "cpu":
+            return torch.device("cpu")
+        if self.device == "cuda":
+            if not torch.cuda.is_available():
+                raise ConfigError("device='cuda' but no CUDA GPU is visible; use device='auto' or 'cpu'.")
+            return torch.device("cuda")
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, overrides: Mapping[str, Any]) -> "Config":
+        """A copy with dotted-key overrides applied and validated."""
+        cfg = _from_dict(self.to_dict())
+        for key, value in overrides.items():
+            _set(cfg, key, value)
+        _validate(cfg)
+        return cfg
+
+
+# ---- the profiles ------------------------------------------------------------
+# Only what differs from the dataclass defaults (which are the laptop sizes).
+_PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
+    "ci": {
+        "data.n_train": 400,
+        "data.n_val": 100,
+        "data.n_test": 100,
+        "clip.train_steps": 60,
+        "clip.batch_size": 64,
+        "clip.vision_width": 32,
+        "clip.text_width": 64,
+        "clip.embed_dim": 64,
+        "diffusion.timesteps": 200,
+        "diffusion.train_steps": 60,
+        "diffusion.sample_steps": 10,
+    },
+    "laptop": {},
+    "colab": {
+        "device": "auto",
+        "precision": "bf16",
+        "num_workers": 2,
+        "data.n_train": 50_000,
+        "data.n_val": 2_500,
+        "data.n_test": 2_500,
+        "clip.embed_dim": 256,
+        "clip.vision_width": 128,
+        "clip.vision_layers": 4,
+        "clip.text_width": 256,
+        "clip.text_layers": 4,
+        "clip.train_steps": 6000,
+        "clip.batch_size": 256,
+        "diffusion.timesteps": 2000,
+        "diffusion.embed_dim": 32,
+        "diffusion.train_steps": 20_000,
+        "diffusion.batch_size": 256,
+        "diffusion.sample_steps": 200,
+    },
+}
+
+
+def get_config(profile: str | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """The config of a named profile, with optional dotted-key overrides.
+
+    ``profile=None`` reads the environment variable ``CLIPDIFF_PROFILE`` and
+    falls back to ``"laptop"``.
+    """
+    if profile is None:
+        profile = os.environ.get("CLIPDIFF_PROFILE", "laptop")
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; allowed profiles: {', '.join(PROFILES)}")
+    cfg = Config(profile=profile)
+    return cfg.replace({**_PROFILE_OVERRIDES[profile], **dict(overrides or {})})
+
+
+def project_root() -> Path:
+    """The folder that holds ``pyproject.toml`` of this project.
+
+    Looked up from the environment variable ``CLIPDIFF_HOME``, else upward
+    from the current folder (notebooks run inside ``notebooks/``), else from
+    this file's location (an editable install), else the current folder.
+    """
+    env = os.environ.get("CLIPDIFF_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    for start in (Path.cwd(), Path(__file__).resolve().parent):
+        for folder in (start, *start.parents):
+            if (folder / "pyproject.toml").exists() and (folder / "clipdiff_mini").is_dir():
+                return folder
+    return Path.cwd()
+
+
+# ---- internals ---------------------------------------------------------------
+def _from_dict(d: Mapping[str, Any]) -> Config:
+    sections = {f.name: f.type for f in dataclasses.fields(Config)}
+    kwargs = {}
+    for name, value in d.items():
+        if isinstance(value, Mapping):
+            cls = {"paths": PathsConfig, "data": DataConfig, "clip": ClipConfig, "diffusion": DiffusionConfig}[name]
+            kwargs[name] = cls(**value)
+        elif name in sections:
+            kwargs[name] = value
+    return Config(**kwargs)
+
+
+def _set(cfg: Config, key: str, value: Any) -> None:
+    parts = key.split(".")
+    target: Any = cfg
+    for part in parts[:-1]:
+        if not dataclasses.is_dataclass(target) or not hasattr(target, part):
+            raise ConfigError(f"unknown config section {part!r} in {key!r}; sections: {_section_names()}")
+        target = getattr(target, part)
+    last = parts[-1]
+    allowed = [f.name for f in dataclasses.fields(target)]
+    if last not in allowed:
+        raise ConfigError(f"unknown config key {key!r}; allowed keys here: {', '.join(allowed)}")
+    current = getattr(target, last)
+    if dataclasses.is_dataclass(current):
+        raise ConfigError(f"{key!r} is a section; set one of its keys, for example {key}.{dataclasses.fields(current)[0].name}")
+    setattr(target, last, _coerce(key, current, value))
+
+
+def _coerce(key: str, current: Any, value: Any) -> Any:
+    """Accept ints for float fields, reject other type changes with a clear message."""
+    if isinstance(current, bool) or isinstance(value, bool):
+        if not isinstance(value, bool) or not isinstance(current, bool):
+            raise ConfigError(f"{key!r} expects {type(current).__name__}, got {value!r}")
+        return value
+    if isinstance(current, float) and isinstance(value, int):
+        return float(value)
+    if current is not None and not isinstance(value, type(current)):
+        raise ConfigError(f"{key!r} expects {type(current).__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _validate(cfg: Config) -> None:
+    for key, allowed in CHOICES.items():
+        value = _get(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not allowed; allowed values: {', '.join(map(repr, allowed))}")
+    for section in (cfg.data, cfg.clip, cfg.diffusion):
+        for f in dataclasses.fields(section):
+            v = getattr(section, f.name)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
+                raise ConfigError(f"{type(section).__name__}.{f.name}={v!r} must not be negative")
+
+
+def _get(cfg: Config, key: str) -> Any:
+    target: Any = cfg
+    for part in key.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def _section_names() -> str:
+    return ", ".join(f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.default_factory() if f.default_factory is not dataclasses.MISSING else None))
