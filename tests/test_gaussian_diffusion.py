@@ -12,17 +12,10 @@ from clipdiff_mini.noise_schedules import make_schedule
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: a second intra-op thread costs more than it saves on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _gen(seed=0):
-    return torch.Generator().manual_seed(seed)
+from conftest import torch_generator as _gen  # noqa: E402
 
 
 def _floats(s):

@@ -15,18 +15,10 @@ F64 = torch.float64
 M, S = 1.5, 0.5  # data N(M, S^2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many steps on small tensors: a second intra-op thread costs more than it saves (and on a
-    busy 2-core machine it makes these tests ~10x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _gen(seed=0):
-    return torch.Generator().manual_seed(seed)
+from conftest import torch_generator as _gen  # noqa: E402
 
 
 def _abar(s):

@@ -12,16 +12,10 @@ F64 = torch.float64
 MIX1 = dict(weights=[0.3, 0.5, 0.2], means=[-2.0, 0.5, 2.5], stds=[0.3, 0.5, 0.2])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _gen(seed=0):
-    return torch.Generator().manual_seed(seed)
+from conftest import torch_generator as _gen  # noqa: E402
 
 
 def _torch_mixture(weights, means, stds):
