@@ -97,6 +97,10 @@ class ClipConfig:
     lr: float = 1e-3
     weight_decay: float = 0.1
     warmup_steps: int = 100
+    init_temperature: float = 0.02  # initial softmax temperature tau = exp(-logit_scale); CLIP uses 0.07, 0.02 learned shape sooner here
+    temperature_lr_mult: float = 1.0  # learning-rate multiplier of the learned temperature
+    hard_batch_fraction: float = 0.0  # share of batches drawn from pictures whose captions share a word
+    negative_captions: bool = True  # add a one-word-swapped hard negative per caption (NegCLIP)
     save_every: int = 200  # steps between resumable training snapshots
     feature_batch_size: int = 256
 

@@ -1,0 +1,216 @@
+"""What do CLIP features know? Attribute labels from scenes, linear probes
+and zero-shot probes from text prompts.
+
+Labels (from the scene dictionaries stored with the embedded dataset):
+
+* ``colour``, ``shape``, ``size`` of the *largest object*: the object with
+  the largest bounding radius. When several objects are equally large,
+  "the largest object" does not exist: with ``ties="exclude"`` (default)
+  colour and shape get the label -1 there (left out; size is still defined),
+  with ``ties="leftmost"`` the leftmost (then topmost) of them counts, a
+  harder, positional question.
+* ``count``: the number of objects (classes 1..max).
+* ``relation``: in two-object scenes, where the first object lies relative
+  to the second, along the clearer axis (`scenes.clear_relations`: left of,
+  right of, above, below). "First" is the larger one, else the one whose
+  colour (then shape) comes first in the dataset's lists, so both objects
+  can be told apart by sight. Other scenes, and pairs without a clear
+  relation or with identical looks, get the label -1 (left out).
+
+A *linear probe* is multinomial logistic regression on frozen features (fit
+on the training split, scored on validation): if it reaches high accuracy
+the attribute is linearly readable from the features. A *zero-shot probe*
+classifies with text prompts only: the class whose prompt embedding is most
+similar to the image embedding wins (``open_clip.build_zero_shot_classifier``
+averages the embeddings of several prompt templates per class).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from clipdiff_mini.scenes import COLOURS, RELATIONS, SHAPES, SIZES, Scene, clear_relations
+
+ATTRIBUTES = ("colour", "shape", "size", "count", "relation")
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+# ---- labels ------------------------------------------------------------------------
+def _objects(scene: Mapping[str, Any] | Scene):
+    return Scene.from_dict(scene).objects
+
+
+def largest_object(scene: Mapping[str, Any] | Scene):
+    """The object with the largest radius; ties go to the leftmost, then the topmost."""
+    objs = _objects(scene)
+    if not objs:
+        raise ValueError("the scene has no objects")
+    return min(objs, key=lambda o: (-o.r, o.x, o.y))
+
+
+def largest_is_unique(scene: Mapping[str, Any] | Scene) -> bool:
+    """Whether exactly one object has the largest radius."""
+    objs = _objects(scene)
+    r = max(o.r for o in objs)
+    return sum(o.r == r for o in objs) == 1
+
+
+def _look_order(o) -> tuple:
+    return (-o.r, list(COLOURS).index(o.colour), SHAPES.index(o.shape))
+
+
+def relation_label(scene: Mapping[str, Any] | Scene) -> int:
+    """Index in `RELATIONS` of "first REL second" in a two-object scene, or -1 (see module doc)."""
+    objs = _objects(scene)
+    if len(objs) != 2:
+        return -1
+    a, b = sorted(objs, key=_look_order)
+    if _look_order(a) == _look_order(b):
+        return -1  # identical looks: "first" would not be visible
+    rel = clear_relations(a, b)
+    return RELATIONS.index(rel[0]) if rel else -1
+
+
+def class_names(attribute: str, max_objects: int = 4) -> list[str]:
+    """Names of the classes of `attribute`, in label order."""
+    if attribute == "colour":
+        return list(COLOURS)
+    if attribute == "shape":
+        return list(SHAPES)
+    if attribute == "size":
+        return list(SIZES)
+    if attribute == "count":
+        return [str(n) for n in range(1, max_objects + 1)]
+    if attribute == "relation":
+        return list(RELATIONS)
+    raise ValueError(f"unknown attribute {attribute!r}; allowed: {', '.join(ATTRIBUTES)}")
+
+
+def probe_labels(scenes: Sequence[Mapping[str, Any]], max_objects: int | None = None,
+                 ties: str = "exclude") -> dict[str, torch.Tensor]:
+    """LongTensor (N,) of class indices per attribute (-1 = not applicable).
+
+    Count labels are ``n_objects - 1`` (class "1" is index 0). `ties`:
+    "exclude" or "leftmost" (see the module docstring)."""
+    if ties not in ("exclude", "leftmost"):
+        raise ValueError(f"ties={ties!r}; allowed: 'exclude', 'leftmost'")
+    out: dict[str, list[int]] = {a: [] for a in ATTRIBUTES}
+    for s in scenes:
+        big = largest_object(s)
+        defined = ties == "leftmost" or largest_is_unique(s)
+        out["colour"].append(list(COLOURS).index(big.colour) if defined else -1)
+        out["shape"].append(SHAPES.index(big.shape) if defined else -1)
+        out["size"].append(list(SIZES).index(big.size))
+        out["count"].append(len(_objects(s)) - 1)
+        out["relation"].append(relation_label(s))
+    if max_objects is not None and max(out["count"], default=0) >= max_objects:
+        raise ValueError(f"a scene has more than max_objects={max_objects} objects")
+    return {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}
+
+
+# ---- linear probe -------------------------------------------------------------------
+def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor, *,
+                 n_classes: int | None = None, weight_decay: float = 1e-3, max_iter: int = 100) -> dict[str, Any]:
+    """Multinomial logistic regression on frozen features.
+
+    Minimises ``mean CE(W z + b, y) + weight_decay * |W|^2`` over
+    standardised features ``z = (x - mu) / sigma`` (mu, sigma from the
+    training rows) with full-batch L-BFGS: a convex problem, so the result
+    does not depend on a learning rate or a seed. Rows labelled -1 are left
+    out. Returns validation and training accuracy, chance (1 / classes) and
+    the majority-class rate on validation (the best constant guess).
+    """
+    train_x, val_x = train_x.float().flatten(1), val_x.float().flatten(1)
+    keep_t, keep_v = train_y >= 0, val_y >= 0
+    xt, yt, xv, yv = train_x[keep_t], train_y[keep_t], val_x[keep_v], val_y[keep_v]
+    if len(yt) == 0 or len(yv) == 0:
+        raise ValueError("no labelled rows to probe (all labels are -1)")
+    k = int(n_classes or (max(int(yt.max()), int(yv.max())) + 1))
+    mu, sigma = xt.mean(0), xt.std(0).clamp_min(1e-6)
+    zt, zv = (xt - mu) / sigma, (xv - mu) / sigma  # (N, F)
+    w = torch.zeros(zt.shape[1], k, requires_grad=True)
+    b = torch.zeros(k, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-6, tolerance_change=1e-9)
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(zt @ w + b, yt) + weight_decay * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        acc_v = ((zv @ w + b).argmax(1) == yv).float().mean().item()
+        acc_t = ((zt @ w + b).argmax(1) == yt).float().mean().item()
+    majority = torch.bincount(yv, minlength=k).max().item() / len(yv)
+    return {"accuracy": acc_v, "train_accuracy": acc_t, "chance": 1.0 / k, "majority": majority,
+            "n_train": int(len(yt)), "n_val": int(len(yv)), "n_classes": k}
+
+
+# ---- zero-shot probes -----------------------------------------------------------------
+def zero_shot_templates(attribute: str) -> list[Callable[[str], str]]:
+    """Prompt templates for a zero-shot probe of `attribute` of the largest
+    object (or the count), written in the dataset's own caption language."""
+    if attribute == "colour":
+        return [lambda c: f"a large {c} shape", lambda c: f"a large {c} object", lambda c: f"a {c} shape"] + \
+            [lambda c, s=s: f"a large {c} {s}" for s in SHAPES]
+    if attribute == "shape":
+        return [lambda s: f"a large {s}", lambda s: f"a {s}"] + [lambda s, c=c: f"a large {c} {s}" for c in COLOURS]
+    if attribute == "size":
+        return [lambda z: f"a {z} shape", lambda z: f"a {z} object"] + [lambda z, s=s: f"a {z} {s}" for s in SHAPES]
+    if attribute == "count":
+        def count(n: str, noun: str) -> str:
+            k = int(n)
+            return f"{NUMBER_WORDS[k]} {noun}{'s' if k > 1 else ''}"
+        return [lambda n: count(n, "shape"), lambda n: count(n, "object")]
+    raise ValueError(f"no zero-shot templates for {attribute!r}; use one of colour, shape, size, count "
+                     "(relations: zero_shot_relation)")
+
+
+def zero_shot_weights(bundle, attribute: str, max_objects: int = 4) -> torch.Tensor:
+    """(D, C) unit class embeddings from open_clip's ``build_zero_shot_classifier``."""
+    from open_clip import build_zero_shot_classifier
+
+    bundle.model.eval()
+    return build_zero_shot_classifier(bundle.model, bundle.tokenize, class_names(attribute, max_objects),
+                                      zero_shot_templates(attribute), num_classes_per_batch=None,
+                                      device=bundle.device).float().cpu()
+
+
+def zero_shot_accuracy(image_emb: torch.Tensor, weights: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of images (labels >= 0) whose most similar class is the label.
+    image_emb (N, D) unit rows; weights (D, C)."""
+    keep = labels >= 0
+    pred = (image_emb[keep].float() @ weights).argmax(1)  # (n,)
+    return (pred == labels[keep]).float().mean().item()
+
+
+def describe_object(o) -> str:
+    return f"a {o.size} {o.colour} {o.shape}"
+
+
+def zero_shot_relation(bundle, image_emb: torch.Tensor, scenes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per-image zero-shot relation test on two-object scenes with a clear relation.
+
+    For each such image, four captions "A REL B" (A, B the full descriptions
+    of the first and second object, REL each of the four relations); the
+    prediction is the caption most similar to the image. Chance is 1/4. A
+    bag-of-words embedding scores chance here: all four captions hold the
+    same words except the relation word, and "A left of B" = "B right of A".
+    """
+    labels = torch.stack([torch.tensor(relation_label(s)) for s in scenes])  # (N,)
+    idx = torch.nonzero(labels >= 0).flatten()
+    if len(idx) == 0:
+        return {"accuracy": float("nan"), "n": 0, "chance": 0.25}
+    texts = []
+    for i in idx.tolist():
+        a, b = sorted(_objects(scenes[i]), key=_look_order)
+        texts += [f"{describe_object(a)} {rel} {describe_object(b)}" for rel in RELATIONS]
+    text_emb = torch.cat([bundle.encode_texts(texts[j:j + 1024]) for j in range(0, len(texts), 1024)])
+    text_emb = text_emb.view(len(idx), len(RELATIONS), -1)  # (n, 4, D)
+    sims = torch.einsum("nd,nkd->nk", image_emb[idx].float(), text_emb)  # (n, 4)
+    acc = (sims.argmax(1) == labels[idx]).float().mean().item()
+    return {"accuracy": acc, "n": int(len(idx)), "chance": 1.0 / len(RELATIONS)}
