@@ -22,6 +22,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -52,3 +53,9 @@ def write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:
     """Call `writer(tmp_path)` and move the result onto `path` atomically."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -101,3 +101,10 @@ def test_torchvision_imports_next_to_cpu_torch():
     res = subprocess.run([sys.executable, "-c", "import torchvision, open_clip; from torchvision import transforms; "
                           "print(transforms.Resize(8))"], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_atomic_files_get_normal_permissions(tmp_path):
+    atomic_io.write_text(tmp_path / "x.txt", "hi")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "x.txt").stat().st_mode & 0o777 == 0o666 & ~mask
