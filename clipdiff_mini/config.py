@@ -89,10 +89,10 @@ class ClipConfig:
     vision_head_width: int = 64  # attention head width (resnet attention pool / vit)
     vision_patch_size: int = 8  # vit only
     image_size: int = 0  # side of the vision tower's input; 0 = data.image_size (larger: pictures are upsampled)
-    text_width: int = 128
-    text_layers: int = 2
+    text_width: int = 64  # the captions use a few dozen words: a narrow one-layer text tower suffices
+    text_layers: int = 1
     text_heads: int = 4
-    train_steps: int = 1500
+    train_steps: int = 3000  # about 9 minutes on 2 idle CPU cores (measured 5.4 steps/s)
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.1

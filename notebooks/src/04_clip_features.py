@@ -305,20 +305,24 @@ log.add("clip training peak RSS (MiB)", round(info["peak_rss_mb"]))
 
 # %%
 losses = np.array(info["losses"])
+B = scfg.clip.batch_size
+# the loss of guessing: log B per direction; with a hard negative per caption the
+# image-to-text softmax has (nearly) 2B candidates
+guess = 0.5 * (np.log(2 * B) + np.log(B)) if scfg.clip.negative_captions else np.log(B)
 window = max(1, len(losses) // 50)
 smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
 fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.5))
 a1.plot(losses, alpha=0.3, label="per step")
 a1.plot(np.arange(window - 1, len(losses)), smooth, label=f"mean of {window}")
-a1.axhline(np.log(scfg.clip.batch_size), color="grey", ls="--", label="log B (guessing)")
+a1.axhline(guess, color="grey", ls="--", label="guessing")
 a1.set_xlabel("step"); a1.set_ylabel("symmetric InfoNCE loss"); a1.legend()
 a2.plot(np.exp(-np.array(info["logit_scale"])))
 a2.set_xlabel("step"); a2.set_ylabel("temperature tau = exp(-s)"); a2.set_yscale("log")
 plt.tight_layout(); plt.show()
-print(f"loss: first steps {losses[:10].mean():.3f} (log B = {np.log(scfg.clip.batch_size):.3f}), "
+print(f"loss: first steps {losses[:10].mean():.3f} (guessing: {guess:.3f}), "
       f"last steps {losses[-max(1, len(losses) // 20):].mean():.3f}; final temperature {np.exp(-info['logit_scale'][-1]):.4f}")
 log.add("clip final train loss", round(float(losses[-max(1, len(losses) // 20):].mean()), 4),
-        log_B=round(float(np.log(scfg.clip.batch_size)), 4))
+        guessing=round(float(guess), 4))
 
 # %% [markdown]
 # ## 3. Features for the whole dataset, cached
