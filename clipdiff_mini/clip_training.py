@@ -10,6 +10,14 @@ random, encode both, and minimise the symmetric InfoNCE loss of CLIP
 with the temperature learned as ``s = model.logit_scale`` (clamped so that
 exp(s) <= 100, as CLIP does). AdamW, linear warm-up then cosine decay to 0.
 
+Two optional sharpeners of the training signal (see notebook 04 for what
+they bought): ``clip.negative_captions`` adds, per caption, a copy with one
+word swapped within its group (colour, shape, size, count, direction) as an
+extra wrong answer in the image-to-text softmax (NegCLIP), and
+``clip.hard_batch_fraction`` draws some batches from pictures whose captions
+share a word. In random batches most captions are told apart by colour
+alone, so without them shape is learned last and slowly.
+
 Snapshots (model, optimiser, schedule, step, loss history, random state) are
 written atomically every ``clip.save_every`` steps next to the final
 checkpoint; an interrupted run resumes from the last snapshot and ends with
