@@ -74,6 +74,28 @@ def test_linear_probe_reads_separable_classes_and_not_noise():
     assert linear_probe(x[:400], y_missing[:400], x[400:], y[400:])["n_train"] == 300
 
 
+def test_linear_probe_chooses_its_weight_decay_on_training_rows_only():
+    g = torch.Generator().manual_seed(3)
+    means = torch.randn(3, 40, generator=g) * 0.4  # weak signal spread over many features
+    y = torch.randint(0, 3, (900,), generator=g)
+    x = means[y] + torch.randn(900, 40, generator=g)
+    xt, yt, xv, yv = x[:600], y[:600], x[600:], y[600:]
+    strong = linear_probe(xt, yt, xv, yv, weight_decay=10.0)  # shrinks W to ~0: a near-constant guess
+    weak = linear_probe(xt, yt, xv, yv, weight_decay=1e-4)
+    assert weak["accuracy"] > strong["accuracy"] + 0.2
+    chosen = linear_probe(xt, yt, xv, yv, weight_decay=(10.0, 1e-4))
+    assert chosen["weight_decay"] == 1e-4 and abs(chosen["accuracy"] - weak["accuracy"]) < 1e-6
+    assert set(chosen["held_out_accuracy"]) == {1e-4, 10.0}
+    assert chosen["held_out_accuracy"][1e-4] > chosen["held_out_accuracy"][10.0]
+    # the validation labels never take part in the choice
+    shuffled = linear_probe(xt, yt, xv, yv[torch.randperm(300, generator=g)], weight_decay=(10.0, 1e-4))
+    assert shuffled["weight_decay"] == 1e-4 and shuffled["held_out_accuracy"] == chosen["held_out_accuracy"]
+    with pytest.raises(ValueError, match="weight_decay"):
+        linear_probe(xt, yt, xv, yv, weight_decay=())
+    with pytest.raises(ValueError, match="holdout"):
+        linear_probe(xt, yt, xv, yv, holdout=1.5)
+
+
 def test_zero_shot_accuracy_against_a_loop():
     g = torch.Generator().manual_seed(1)
     img = torch.nn.functional.normalize(torch.randn(50, 8, generator=g), dim=-1)
