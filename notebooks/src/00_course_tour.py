@@ -242,8 +242,10 @@ print(f"\nBERT vocabulary: {bert.vocab_size} pieces;",
 print(bert.tokenize(example), "->", bert.encode(example))
 print("cyan ->", bert.tokenize("cyan"), "| punctuation is kept:", bert.tokenize("two shapes: a circle, a cross"))
 bert_longest = max(len(bert.encode(c)) for c in train_caps[:500])
-print(f"longest of the first 500 training captions in BERT pieces (CLS/SEP included): {bert_longest}"
-      f" (max_caption_len {cfg.data.max_caption_len}: raise it when data.tokenizer='bert')")
+bert_len = get_config(PROFILE, {"data.tokenizer": "bert"}).data.max_caption_len
+print(f"longest of the first 500 training captions in BERT pieces (CLS/SEP included): {bert_longest};"
+      f" with data.tokenizer='bert' the default max_caption_len is {bert_len} instead of 24")
+assert bert_longest <= bert_len
 log.add("longest caption in BERT pieces (first 500)", bert_longest)
 
 # %% [markdown]
