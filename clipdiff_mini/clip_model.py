@@ -166,7 +166,7 @@ def scratch_architecture(cfg, vocab_size: int, pad_id: int = 0, eos_id: int = 2)
         vision = {"layers": c.vision_layers, "width": c.vision_width,
                   "head_width": min(c.vision_head_width, c.vision_width), "patch_size": c.vision_patch_size,
                   "image_size": side}
-    text = {"context_length": cfg.data.max_caption_len, "vocab_size": int(vocab_size), "width": c.text_width,
+    text = {"context_length": c.context_length, "vocab_size": int(vocab_size), "width": c.text_width,
             "heads": c.text_heads, "layers": c.text_layers, "pad_id": int(pad_id), "eos_id": int(eos_id),
             "pool_type": "eos"}
     return {"embed_dim": c.embed_dim, "vision_cfg": vision, "text_cfg": text,
@@ -197,11 +197,15 @@ def word_tokenize_fn(tokenizer, context_length: int) -> Callable[[Sequence[str]]
 
 def scratch_training_key(cfg) -> dict[str, Any]:
     """Everything that determines the trained weights: the clip section (less
-    the fields that only choose or use a model), the data section and the seed."""
+    the fields that only choose or use a model), the data section (less the
+    captioners' tokenizer settings) and the seed."""
     clip = cfg.to_dict()["clip"]
     for k in ("source", "pretrained_model", "pretrained_tag", "feature_batch_size", "save_every"):
         clip.pop(k, None)
-    return {"format": CHECKPOINT_FORMAT, "clip": clip, "data": cfg.to_dict()["data"], "seed": cfg.seed}
+    data = cfg.to_dict()["data"]
+    for k in ("tokenizer", "max_caption_len", "bert_name"):  # the captioners' text settings: CLIP has its own
+        data.pop(k, None)
+    return {"format": CHECKPOINT_FORMAT, "clip": clip, "data": data, "seed": cfg.seed}
 
 
 def scratch_checkpoint_path(cfg) -> Path:

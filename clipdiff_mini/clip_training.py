@@ -317,7 +317,7 @@ def train_clip(cfg, *, train_split=None, progress: bool = True, force: bool = Fa
         captions += list(rec.captions)
         owner += [row] * len(rec.captions)
     tok = WordTokenizer.build(captions, min_count=cfg.data.min_word_count)
-    caption_ids = tok.batch_encode(captions, max_len=cfg.data.max_caption_len)  # (M, L)
+    caption_ids = tok.batch_encode(captions, max_len=cfg.clip.context_length)  # (M, L)
     caption_owner = torch.tensor(owner, dtype=torch.long)  # (M,)
     load_seconds = time.perf_counter() - t0
 
@@ -327,7 +327,7 @@ def train_clip(cfg, *, train_split=None, progress: bool = True, force: bool = Fa
     device = cfg.torch_device()
     from clipdiff_mini.clip_model import word_tokenize_fn
 
-    bundle = ClipBundle(model=model.to(device), tokenize=word_tokenize_fn(tok, cfg.data.max_caption_len),
+    bundle = ClipBundle(model=model.to(device), tokenize=word_tokenize_fn(tok, cfg.clip.context_length),
                         image_size=arch["vision_cfg"]["image_size"], source="scratch",
                         name=f"scratch-{cfg.clip.vision_tower}",
                         identity="training", device=device, precision=cfg.precision, tokenizer=tok)

@@ -95,6 +95,7 @@ class ClipConfig:
     image_size: int = 0  # side of the vision tower's input; 0 = data.image_size (larger: pictures are upsampled)
     text_width: int = 64  # the captions use a few dozen words: a narrow one-layer text tower suffices
     text_layers: int = 1
+    context_length: int = 24  # word positions of the text tower, [BOS]/[EOS] included (the longest caption is 22)
     text_heads: int = 4
     train_steps: int = 3000  # about 10 minutes on 2 idle CPU cores (measured 5.2 steps/s, 579 s)
     batch_size: int = 128

@@ -8,7 +8,7 @@ import torch
 from clipdiff_mini.clip_model import (ClipBundle, PretrainedWeightsUnavailable, build_scratch_model,
                                       image_features_and_tokens, load_pretrained_clip, load_scratch_checkpoint,
                                       pretrained_architecture, pretrained_tokenizer, save_scratch_checkpoint,
-                                      scratch_architecture, word_tokenize_fn)
+                                      scratch_architecture, scratch_checkpoint_path, word_tokenize_fn)
 from clipdiff_mini.config import get_config
 from clipdiff_mini.tokenizers import WordTokenizer
 
@@ -24,7 +24,7 @@ def tiny(tower="resnet"):
     arch = scratch_architecture(cfg, tok.vocab_size, tok.pad_id, tok.eos_id)
     torch.manual_seed(0)
     model = build_scratch_model(arch).eval()
-    bundle = ClipBundle(model=model, tokenize=word_tokenize_fn(tok, cfg.data.max_caption_len),
+    bundle = ClipBundle(model=model, tokenize=word_tokenize_fn(tok, cfg.clip.context_length),
                         image_size=cfg.data.image_size, source="scratch", name="t", identity="t", tokenizer=tok)
     return cfg, tok, arch, bundle
 
@@ -107,6 +107,18 @@ def test_checkpoint_roundtrip(tmp_path):
     assert load_scratch_checkpoint(path).identity != loaded.identity  # new weights, new identity
     with pytest.raises(FileNotFoundError, match="train_clip"):
         load_scratch_checkpoint(tmp_path / "missing.pt")
+
+
+def test_checkpoint_name_follows_what_shapes_the_weights_only():
+    base = scratch_checkpoint_path(get_config("ci"))
+    # the captioners' tokenizer settings and where features go do not touch the CLIP
+    for same in ({"data.tokenizer": "bert"}, {"data.max_caption_len": 30}, {"clip.feature_batch_size": 7},
+                 {"clip.source": "pretrained"}):
+        assert scratch_checkpoint_path(get_config("ci", same)) == base, same
+    for other in ({"clip.embed_dim": 32}, {"clip.context_length": 30}, {"data.n_train": 300}, {"seed": 1},
+                  {"data.min_word_count": 2}):
+        assert scratch_checkpoint_path(get_config("ci", other)) != base, other
+    assert scratch_architecture(get_config("ci", {"data.tokenizer": "bert"}), 60)["text_cfg"]["context_length"] == 24
 
 
 def test_pretrained_architecture_and_tokenizer_without_network():
