@@ -71,3 +71,31 @@ def test_sampler_epochs_and_anchor_batches():
 def test_warmup_cosine():
     assert warmup_cosine(0, 10, 100) == 0.1 and warmup_cosine(9, 10, 100) == 1.0
     assert abs(warmup_cosine(55, 10, 100) - 0.5) < 1e-12 and warmup_cosine(100, 10, 100) == 0.0
+
+
+def test_colab_sized_scratch_clip_builds_trains_and_encodes_on_cpu():
+    """The colab profile's own CLIP sizes are never trained here (no GPU); check at
+    least that they form a valid open_clip model that trains and gives the
+    expected feature shapes."""
+    from clipdiff_mini.clip_model import ClipBundle, build_scratch_model, scratch_architecture, word_tokenize_fn
+    from clipdiff_mini.clip_training import fit_clip
+    from clipdiff_mini.config import get_config
+
+    cfg = get_config("colab", {"device": "cpu", "precision": "fp32"})
+    tok = WordTokenizer.build(CAPS)
+    arch = scratch_architecture(cfg, tok.vocab_size, tok.pad_id, tok.eos_id)
+    torch.manual_seed(0)
+    model = build_scratch_model(arch)
+    side = arch["vision_cfg"]["image_size"]
+    bundle = ClipBundle(model=model, tokenize=word_tokenize_fn(tok, cfg.clip.context_length), image_size=side,
+                        source="scratch", name="colab-sized", identity="test", tokenizer=tok)
+    images = torch.randint(0, 256, (4, 3, cfg.data.image_size, cfg.data.image_size), dtype=torch.uint8)
+    ids = tok.batch_encode(CAPS, max_len=cfg.clip.context_length)
+    rec = fit_clip(bundle, images, ids, torch.arange(4), steps=2, batch_size=4, lr=1e-4, weight_decay=0.1,
+                   warmup_steps=1, seed=0, negatives=swap_table(tok), progress=False)
+    assert len(rec["losses"]) == 2 and all(math.isfinite(v) for v in rec["losses"])
+    pooled, patches = bundle.encode_images(images)
+    grid = side // 32  # ModifiedResNet downsamples by 32
+    assert pooled.shape == (4, cfg.clip.embed_dim) and patches.shape == (4, grid * grid, 32 * cfg.clip.vision_width)
+    assert torch.allclose(pooled.norm(dim=-1), torch.ones(4), atol=1e-5)
+    assert bundle.encode_texts(CAPS[:2]).shape == (2, cfg.clip.embed_dim)
