@@ -37,6 +37,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 import dataclasses
 
@@ -500,12 +501,14 @@ rand_v = compute_features(untrained, val_images, [], batch_size=cfg.clip.feature
 print(f"features of the untrained network: {time.perf_counter() - t0:.1f} s")
 t0 = time.perf_counter()
 probe = {}
-for feat_name, xt, xv in (("pooled", ft["image"], fv["image"]), ("patches", ft["patches"], fv["patches"]),
-                          ("untrained", rand_t, rand_v)):
-    for attr in ATTRIBUTES:
-        probe[feat_name, attr] = linear_probe(xt, labels_train[attr], xv, labels_val[attr])
-    for attr in ("colour", "shape"):
-        probe[feat_name, attr + " (ties: leftmost)"] = linear_probe(xt, labels_train_lm[attr], xv, labels_val_lm[attr])
+jobs = [(feat_name, xt, xv, attr, ties)
+        for feat_name, xt, xv in (("pooled", ft["image"], fv["image"]), ("patches", ft["patches"], fv["patches"]),
+                                  ("untrained", rand_t, rand_v))
+        for attr, ties in [(a, "exclude") for a in ATTRIBUTES] + [("colour", "leftmost"), ("shape", "leftmost")]]
+for feat_name, xt, xv, attr, ties in tqdm(jobs, desc="linear probes"):
+    lt, lv = (labels_train, labels_val) if ties == "exclude" else (labels_train_lm, labels_val_lm)
+    key = attr if ties == "exclude" else attr + " (ties: leftmost)"
+    probe[feat_name, key] = linear_probe(xt, lt[attr], xv, lv[attr])
 print(f"probes fitted in {time.perf_counter() - t0:.1f} s")
 rows = [a for a in ATTRIBUTES] + ["colour (ties: leftmost)", "shape (ties: leftmost)"]
 print(f"{'target':26s}{'pooled':>9s}{'patches':>9s}{'untrained':>10s}{'chance':>9s}{'majority':>9s}{'n val':>7s}"
