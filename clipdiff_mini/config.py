@@ -234,14 +234,16 @@ def get_config(profile: str | None = None, overrides: Mapping[str, Any] | None =
     """The config of a named profile, with optional dotted-key overrides.
 
     ``profile=None`` reads the environment variable ``CLIPDIFF_PROFILE`` and
-    falls back to ``"laptop"``.
+    falls back to ``"laptop"``. An override whose value is ``None`` keeps the
+    profile's value, so a notebook parameter left at ``None`` passes through.
     """
     if profile is None:
         profile = os.environ.get("CLIPDIFF_PROFILE", "laptop")
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; allowed profiles: {', '.join(PROFILES)}")
     cfg = Config(profile=profile)
-    merged = {**_PROFILE_OVERRIDES[profile], **dict(overrides or {})}
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}  # None: keep the profile's value
+    merged = {**_PROFILE_OVERRIDES[profile], **given}
     if merged.get("data.tokenizer") == "bert" and "data.max_caption_len" not in merged:
         # WordPiece splits some words: the longest shapes caption is 27 pieces, against 22 words
         merged["data.max_caption_len"] = BERT_MAX_CAPTION_LEN

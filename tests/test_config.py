@@ -47,3 +47,9 @@ def test_paths_resolve_under_project_root():
     cfg = get_config("ci")
     assert cfg.path("data_dir") == project_root() / "data"
     assert (project_root() / "pyproject.toml").exists()
+
+
+def test_none_override_keeps_the_profile_value():
+    ci = get_config("ci")
+    assert get_config("ci", {"clip.train_steps": None, "diffusion.timesteps": None}) == ci
+    assert get_config("ci", {"clip.train_steps": None, "clip.batch_size": 8}).clip.batch_size == 8

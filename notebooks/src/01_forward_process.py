@@ -45,12 +45,8 @@ TIMESTEPS = None  # number of diffusion steps T; None: the profile's (200 in ci,
 EMBED_DIM = None  # size of the word embeddings in the last part; None: the profile's (16)
 
 # %%
-overrides = {"diffusion.schedule": SCHEDULE}
-if TIMESTEPS is not None:
-    overrides["diffusion.timesteps"] = TIMESTEPS
-if EMBED_DIM is not None:
-    overrides["diffusion.embed_dim"] = EMBED_DIM
-cfg = get_config(PROFILE, overrides)
+cfg = get_config(PROFILE, {"diffusion.schedule": SCHEDULE, "diffusion.timesteps": TIMESTEPS,
+                           "diffusion.embed_dim": EMBED_DIM})  # None keeps the profile's value
 set_seed(cfg.seed)
 # Everything here works on small tensors, where a second CPU thread costs more
 # in start-up than it saves (on a busy 2-core machine, ten times more).

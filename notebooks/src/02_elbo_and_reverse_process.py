@@ -48,10 +48,7 @@ DDIM_STEPS = 50  # steps of the DDIM sampler
 VARIANCE = "small"  # reverse-process variance: "small" (posterior variance) or "large" (beta_t)
 
 # %%
-overrides = {"diffusion.schedule": SCHEDULE}
-if TIMESTEPS is not None:
-    overrides["diffusion.timesteps"] = TIMESTEPS
-cfg = get_config(PROFILE, overrides)
+cfg = get_config(PROFILE, {"diffusion.schedule": SCHEDULE, "diffusion.timesteps": TIMESTEPS})  # None: the profile's
 set_seed(cfg.seed)
 # Small tensors and many steps: a second CPU thread costs more than it saves.
 torch.set_num_threads(1)

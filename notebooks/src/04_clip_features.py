@@ -60,12 +60,7 @@ TRAIN_STEPS = None  # None: the profile's number of training steps
 N_HEATMAP = 10  # validation pictures in the similarity matrix
 
 # %%
-overrides = {}
-if VISION_TOWER is not None:
-    overrides["clip.vision_tower"] = VISION_TOWER
-if TRAIN_STEPS is not None:
-    overrides["clip.train_steps"] = TRAIN_STEPS
-cfg = get_config(PROFILE, overrides)
+cfg = get_config(PROFILE, {"clip.vision_tower": VISION_TOWER, "clip.train_steps": TRAIN_STEPS})  # None: the profile's
 set_seed(cfg.seed)
 log = ResultLog(cfg, "04_clip_features")
 # This notebook always trains the small CLIP; cfg.clip.source decides which CLIP
