@@ -202,6 +202,38 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tens
             "n_train": int(len(yt)), "n_val": int(len(yv)), "n_classes": k}
 
 
+# Every attribute of the largest object among unique-largest pictures, then the
+# harder, positional version of colour and shape (the leftmost of equally large ones).
+PROBE_TARGETS: tuple[tuple[str, str], ...] = (*((a, "exclude") for a in ATTRIBUTES), ("colour", "leftmost"),
+                                             ("shape", "leftmost"))
+
+
+def probe_target_name(attribute: str, ties: str) -> str:
+    """``"shape"`` or ``"shape (ties: leftmost)"``: the row name of a probe target."""
+    return attribute if ties == "exclude" else f"{attribute} (ties: {ties})"
+
+
+def probe_attributes(features: Mapping[str, tuple[torch.Tensor, torch.Tensor]], train_scenes: Sequence[Mapping[str, Any]],
+                     val_scenes: Sequence[Mapping[str, Any]], *, targets: Sequence[tuple[str, str]] = PROBE_TARGETS,
+                     max_objects: int | None = None, progress: bool = True) -> dict[tuple[str, str], dict[str, Any]]:
+    """A `linear_probe` of every target on every feature set.
+
+    features: ``{name: (train_x (N, ...), val_x (M, ...))}``, rows in the
+    order of `train_scenes` / `val_scenes`; targets: (attribute, ties) pairs.
+    Returns ``{(name, probe_target_name(attribute, ties)): linear_probe result}``.
+    """
+    from tqdm.auto import tqdm
+
+    labels = {ties: (probe_labels(train_scenes, max_objects, ties), probe_labels(val_scenes, max_objects, ties))
+              for ties in dict.fromkeys(t for _, t in targets)}
+    jobs = [(name, attr, ties) for name in features for attr, ties in targets]
+    out = {}
+    for name, attr, ties in tqdm(jobs, desc="linear probes", disable=not progress):
+        (xt, xv), (lt, lv) = features[name], labels[ties]
+        out[name, probe_target_name(attr, ties)] = linear_probe(xt, lt[attr], xv, lv[attr])
+    return out
+
+
 # ---- zero-shot probes -----------------------------------------------------------------
 def zero_shot_templates(attribute: str) -> list[Callable[[str], str]]:
     """Prompt templates for a zero-shot probe of `attribute` of the largest

@@ -4,7 +4,8 @@ import itertools
 import pytest
 import torch
 
-from clipdiff_mini.probes import (class_names, linear_probe, probe_labels, relation_label, zero_shot_accuracy,
+from clipdiff_mini.probes import (class_names, linear_probe, probe_attributes, probe_labels, relation_label,
+                                  zero_shot_accuracy,
                                   zero_shot_templates)
 from clipdiff_mini.retrieval import retrieval_recall
 from clipdiff_mini.scenes import COLOURS, RELATIONS, SHAPES, SIZES
@@ -94,6 +95,30 @@ def test_linear_probe_chooses_its_weight_decay_on_training_rows_only():
         linear_probe(xt, yt, xv, yv, weight_decay=())
     with pytest.raises(ValueError, match="holdout"):
         linear_probe(xt, yt, xv, yv, holdout=1.5)
+
+
+def test_probe_attributes_runs_every_target_on_every_feature_set():
+    import numpy as np
+
+    from clipdiff_mini.scenes import sample_scene
+
+    rng = np.random.default_rng(0)
+    scenes = [sample_scene(rng).to_dict() for _ in range(240)]
+    lab = probe_labels(scenes)
+    # features that spell out the largest object's colour and the count (one-hot), plus noise
+    g = torch.Generator().manual_seed(4)
+    onehot = torch.nn.functional.one_hot(lab["colour"].clamp_min(0), len(COLOURS)).float()
+    count = torch.nn.functional.one_hot(lab["count"], 4).float()
+    x = torch.cat([onehot, count, torch.randn(240, 6, generator=g)], 1)  # (N, F)
+    noise = torch.randn(240, 10, generator=g)
+    res = probe_attributes({"good": (x[:160], x[160:]), "noise": (noise[:160], noise[160:])},
+                           scenes[:160], scenes[160:], progress=False)
+    names = ["colour", "shape", "size", "count", "relation", "colour (ties: leftmost)", "shape (ties: leftmost)"]
+    assert set(res) == {(f, n) for f in ("good", "noise") for n in names}
+    assert res["good", "colour"]["accuracy"] == 1.0 and res["good", "count"]["accuracy"] == 1.0
+    assert res["noise", "colour"]["accuracy"] < 0.5
+    left = probe_labels(scenes, ties="leftmost")
+    assert res["good", "shape (ties: leftmost)"]["n_val"] == int((left["shape"][160:] >= 0).sum())
 
 
 def test_zero_shot_accuracy_against_a_loop():

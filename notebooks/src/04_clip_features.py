@@ -37,7 +37,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 import dataclasses
 
@@ -47,8 +46,8 @@ from clipdiff_mini.clip_training import peak_rss_mb, train_clip
 from clipdiff_mini.config import get_config
 from clipdiff_mini.data import load_split
 from clipdiff_mini.feature_cache import compute_features, extract_features
-from clipdiff_mini.probes import (ATTRIBUTES, class_names, linear_probe, probe_labels, zero_shot_accuracy,
-                                  zero_shot_relation, zero_shot_weights)
+from clipdiff_mini.probes import (ATTRIBUTES, PROBE_TARGETS, probe_attributes, probe_labels,
+                                  probe_target_name, zero_shot_accuracy, zero_shot_relation, zero_shot_weights)
 from clipdiff_mini.results import ResultLog
 from clipdiff_mini.retrieval import retrieval_recall
 from clipdiff_mini.seeding import set_seed
@@ -485,9 +484,6 @@ for attr, (acc, chance) in zs.items():
 
 # %%
 ft = feats["train"]
-labels_train = probe_labels(list(train.scenes().values()), max_objects=cfg.data.max_objects)
-labels_train_lm = probe_labels(list(train.scenes().values()), ties="leftmost")
-labels_val_lm = probe_labels(list(val.scenes().values()), ties="leftmost")
 torch.manual_seed(cfg.seed)
 untrained = dataclasses.replace(bundle, model=build_scratch_model(bundle.arch).eval(), identity="untrained")
 t0 = time.perf_counter()
@@ -495,17 +491,11 @@ rand_t = compute_features(untrained, train.load_images(), [], batch_size=cfg.cli
 rand_v = compute_features(untrained, val_images, [], batch_size=cfg.clip.feature_batch_size)["image"]
 print(f"features of the untrained network: {time.perf_counter() - t0:.1f} s")
 t0 = time.perf_counter()
-probe = {}
-jobs = [(feat_name, xt, xv, attr, ties)
-        for feat_name, xt, xv in (("pooled", ft["image"], fv["image"]), ("patches", ft["patches"], fv["patches"]),
-                                  ("untrained", rand_t, rand_v))
-        for attr, ties in [(a, "exclude") for a in ATTRIBUTES] + [("colour", "leftmost"), ("shape", "leftmost")]]
-for feat_name, xt, xv, attr, ties in tqdm(jobs, desc="linear probes"):
-    lt, lv = (labels_train, labels_val) if ties == "exclude" else (labels_train_lm, labels_val_lm)
-    key = attr if ties == "exclude" else attr + " (ties: leftmost)"
-    probe[feat_name, key] = linear_probe(xt, lt[attr], xv, lv[attr])
+probe = probe_attributes({"pooled": (ft["image"], fv["image"]), "patches": (ft["patches"], fv["patches"]),
+                          "untrained": (rand_t, rand_v)},
+                         list(train.scenes().values()), list(val.scenes().values()), max_objects=cfg.data.max_objects)
 print(f"probes fitted in {time.perf_counter() - t0:.1f} s")
-rows = [a for a in ATTRIBUTES] + ["colour (ties: leftmost)", "shape (ties: leftmost)"]
+rows = [probe_target_name(a, ties) for a, ties in PROBE_TARGETS]
 print(f"{'target':26s}{'pooled':>9s}{'patches':>9s}{'untrained':>10s}{'chance':>9s}{'majority':>9s}{'n val':>7s}"
       f"{'L2 (pooled)':>12s}")
 for attr in rows:
