@@ -1,7 +1,33 @@
 """clipdiff_mini: the small, tested library behind the course on diffusion
-models for image captioning. Modules are imported on demand; start with
-`clipdiff_mini.config.get_config`."""
+models for image captioning. Its folders are the parts of the course:
+
+- core (this folder): ``config`` (profiles and parameters), ``atomic_io``
+  (crash-safe writes), ``seeding``, ``results`` (numbers the notebooks report)
+- ``data/``        -- scenes, pictures, captions, splits, tokenizers (notebook 00)
+- ``diffusion/``   -- schedules, Gaussian diffusion, samplers, text embeddings
+  and the text-only Diffusion-LM (notebooks 01-03); discrete diffusion (06)
+- ``evaluation/``  -- COCO metrics, scene accuracy, caption perturbations (00)
+- ``clip/``        -- the small CLIP, its training, features, probes (04)
+- ``captioners/``  -- the captioners of notebooks 05-08 and what they share
+- ``course``       -- runs every notebook headlessly
+
+`LAYERS` below says which part may import which: a part imports only the
+parts listed for it (lower ones), never a higher one; the test
+``tests/test_layering.py`` reads every module's imports and enforces it.
+"""
 from clipdiff_mini.config import ConfigError, get_config
 
 __version__ = "0.1.0"
-__all__ = ["get_config", "ConfigError", "__version__"]
+__all__ = ["get_config", "ConfigError", "LAYERS", "__version__"]
+
+# part -> the parts it may import (besides itself). "core" is the top-level
+# modules config, atomic_io, seeding, results; "course" is the runner.
+LAYERS: dict[str, tuple[str, ...]] = {
+    "core": (),
+    "data": ("core",),
+    "diffusion": ("core",),
+    "evaluation": ("core", "data"),
+    "clip": ("core", "data"),
+    "captioners": ("core", "data", "diffusion", "evaluation", "clip"),
+    "course": ("core", "data", "diffusion", "evaluation", "clip", "captioners"),
+}

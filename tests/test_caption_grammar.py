@@ -5,8 +5,8 @@ import random
 import numpy as np
 import pytest
 
-from clipdiff_mini.caption_grammar import (MAX_WORDS, Mention, caption_tokens, captions_for_scene, parse_caption)
-from clipdiff_mini.scenes import COLOURS, SHAPES, sample_scene
+from clipdiff_mini.data.caption_grammar import (MAX_WORDS, Mention, caption_tokens, captions_for_scene, parse_caption)
+from clipdiff_mini.data.scenes import COLOURS, SHAPES, sample_scene
 
 SCENES = [sample_scene(np.random.default_rng(1000 + i), max_objects=4) for i in range(300)]
 CAPTIONS = [captions_for_scene(s, np.random.default_rng(i), n=5) for i, s in enumerate(SCENES)]

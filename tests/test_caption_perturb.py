@@ -3,8 +3,8 @@ import re
 import numpy as np
 import pytest
 
-from clipdiff_mini.caption_grammar import PLURAL, captions_for_scene, parse_caption
-from clipdiff_mini.caption_perturb import (
+from clipdiff_mini.data.caption_grammar import PLURAL, captions_for_scene, parse_caption
+from clipdiff_mini.evaluation.caption_perturb import (
     KINDS,
     NoPerturbation,
     perturb_any,
@@ -12,8 +12,8 @@ from clipdiff_mini.caption_perturb import (
     random_words,
     shuffle_words,
 )
-from clipdiff_mini.scene_accuracy import judge_caption
-from clipdiff_mini.scenes import Scene, SceneObject, Background, sample_scene
+from clipdiff_mini.evaluation.scene_judge import judge_caption
+from clipdiff_mini.data.scenes import Scene, SceneObject, Background, sample_scene
 
 
 def words(text):

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from clipdiff_mini.clip_model import (ClipBundle, PretrainedWeightsUnavailable, build_scratch_model,
+from clipdiff_mini.clip.model import (ClipBundle, PretrainedWeightsUnavailable, build_scratch_model,
                                       image_features_and_tokens, load_pretrained_clip, load_scratch_checkpoint,
                                       pretrained_architecture, pretrained_tokenizer, save_scratch_checkpoint,
                                       scratch_architecture, scratch_checkpoint_path, word_tokenize_fn)
 from clipdiff_mini.config import get_config
-from clipdiff_mini.tokenizers import WordTokenizer
+from clipdiff_mini.data.tokenizers import WordTokenizer
 
 CAPTIONS = ["a large red circle left of a small blue square", "two green triangles", "a small yellow cross",
             "three shapes: a purple diamond, an orange circle and a cyan square"]

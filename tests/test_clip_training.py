@@ -4,9 +4,9 @@ import math
 import numpy as np
 import torch
 
-from clipdiff_mini.clip_training import (CaptionSampler, anchor_groups, clip_loss_with_negatives, negative_captions,
+from clipdiff_mini.clip.training import (CaptionSampler, anchor_groups, clip_loss_with_negatives, negative_captions,
                                          swap_table, swap_word_groups, warmup_cosine)
-from clipdiff_mini.tokenizers import WordTokenizer
+from clipdiff_mini.data.tokenizers import WordTokenizer
 
 CAPS = ["a red circle left of two blue squares", "three shapes", "the dark background", "a small green cross"]
 
@@ -77,8 +77,8 @@ def test_colab_sized_scratch_clip_builds_trains_and_encodes_on_cpu():
     """The colab profile's own CLIP sizes are never trained here (no GPU); check at
     least that they form a valid open_clip model that trains and gives the
     expected feature shapes."""
-    from clipdiff_mini.clip_model import ClipBundle, build_scratch_model, scratch_architecture, word_tokenize_fn
-    from clipdiff_mini.clip_training import fit_clip
+    from clipdiff_mini.clip.model import ClipBundle, build_scratch_model, scratch_architecture, word_tokenize_fn
+    from clipdiff_mini.clip.training import fit_clip
     from clipdiff_mini.config import get_config
 
     cfg = get_config("colab", {"device": "cpu", "precision": "fp32"})

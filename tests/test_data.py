@@ -6,10 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from clipdiff_mini import data as data_module
+from clipdiff_mini.data import splits as data_module
 from clipdiff_mini.config import get_config
-from clipdiff_mini.data import CaptionSplit, decode_image, load_split
-from clipdiff_mini.karpathy import DatasetNotFoundError
+from clipdiff_mini.data.splits import CaptionSplit, decode_image, load_split
+from clipdiff_mini.data.karpathy import DatasetNotFoundError
 
 
 def striped_fixture(root: Path) -> tuple[Path, Path]:

@@ -2,11 +2,12 @@
 import pytest
 import torch
 
-import clipdiff_mini.clip_training as clip_training
-import clipdiff_mini.feature_cache as feature_cache
-from clipdiff_mini.clip_model import load_clip, save_scratch_checkpoint, scratch_checkpoint_path
+import clipdiff_mini.clip.training as clip_training
+import clipdiff_mini.clip.feature_cache as feature_cache
+from clipdiff_mini.clip.model import save_scratch_checkpoint, scratch_checkpoint_path
+from clipdiff_mini.clip.training import load_clip
 from clipdiff_mini.config import get_config
-from clipdiff_mini.data import load_split
+from clipdiff_mini.data.splits import load_split
 
 TINY = {"data.n_train": 48, "data.n_val": 24, "data.n_test": 8, "clip.train_steps": 4, "clip.batch_size": 16,
         "clip.warmup_steps": 1, "clip.save_every": 2, "clip.vision_width": 8, "clip.embed_dim": 16,

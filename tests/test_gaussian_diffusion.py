@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from clipdiff_mini import gaussian_diffusion as gd
-from clipdiff_mini.noise_schedules import make_schedule
+from clipdiff_mini.diffusion import gaussian_diffusion as gd
+from clipdiff_mini.diffusion.noise_schedules import make_schedule
 
 F64 = torch.float64
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipdiff_mini.karpathy import DatasetNotFoundError, ImageRecord, load_karpathy
+from clipdiff_mini.data.karpathy import DatasetNotFoundError, ImageRecord, load_karpathy
 
 
 def make_karpathy_fixture(root: Path, with_filepath: bool = False, size=(12, 8)) -> tuple[Path, Path]:

@@ -1,8 +1,8 @@
 """Caption metrics. Java start-up is slow, so the cases share as few calls as possible."""
 import pytest
 
-from clipdiff_mini import metrics
-from clipdiff_mini.metrics import MetricsError, caption_metrics, validate_inputs
+from clipdiff_mini.evaluation import metrics
+from clipdiff_mini.evaluation.metrics import MetricsError, caption_metrics, validate_inputs
 
 REFS = {
     1: ["A red circle left of a blue square.", "a blue square and a red circle"],

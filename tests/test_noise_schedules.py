@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from clipdiff_mini.config import get_config
-from clipdiff_mini.noise_schedules import SCHEDULES, make_schedule, schedule_from_config
+from clipdiff_mini.diffusion.noise_schedules import SCHEDULES, make_schedule, schedule_from_config
 
 
 def _cumprod(values):

@@ -4,11 +4,11 @@ import itertools
 import pytest
 import torch
 
-from clipdiff_mini.probes import (class_names, linear_probe, probe_attributes, probe_labels, relation_label,
+from clipdiff_mini.clip.probes import (class_names, linear_probe, probe_attributes, probe_labels, relation_label,
                                   zero_shot_accuracy,
                                   zero_shot_templates)
-from clipdiff_mini.retrieval import retrieval_recall
-from clipdiff_mini.scenes import COLOURS, RELATIONS, SHAPES, SIZES
+from clipdiff_mini.clip.retrieval import retrieval_recall
+from clipdiff_mini.data.scenes import COLOURS, RELATIONS, SHAPES, SIZES
 
 
 def obj(shape, colour, size, x, y):
@@ -100,7 +100,7 @@ def test_linear_probe_chooses_its_weight_decay_on_training_rows_only():
 def test_probe_attributes_runs_every_target_on_every_feature_set():
     import numpy as np
 
-    from clipdiff_mini.scenes import sample_scene
+    from clipdiff_mini.data.scenes import sample_scene
 
     rng = np.random.default_rng(0)
     scenes = [sample_scene(rng).to_dict() for _ in range(240)]

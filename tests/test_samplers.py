@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from clipdiff_mini.noise_schedules import make_schedule
-from clipdiff_mini.samplers import ddim_sample, ddim_timesteps, ddpm_sample
+from clipdiff_mini.diffusion.noise_schedules import make_schedule
+from clipdiff_mini.diffusion.samplers import ddim_sample, ddim_timesteps, ddpm_sample
 
 F64 = torch.float64
 M, S = 1.5, 0.5  # data N(M, S^2)

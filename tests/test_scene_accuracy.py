@@ -8,9 +8,9 @@ import re
 import numpy as np
 import pytest
 
-from clipdiff_mini.caption_grammar import PLURAL, captions_for_scene
-from clipdiff_mini.scene_accuracy import judge_caption, scene_accuracy
-from clipdiff_mini.scenes import COLOURS, SHAPES, SIZES, sample_scene
+from clipdiff_mini.data.caption_grammar import PLURAL, captions_for_scene
+from clipdiff_mini.evaluation.scene_judge import judge_caption, scene_accuracy
+from clipdiff_mini.data.scenes import COLOURS, SHAPES, SIZES, sample_scene
 
 
 def _obj(shape, colour, size, x, y):

@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from clipdiff_mini.render import object_mask, render_scene
-from clipdiff_mini.scenes import (CLEAR_MARGIN, COLOURS, RELATION_MARGIN, RELATIONS, SHAPES, SIZES, Background, Scene,
+from clipdiff_mini.data.render import object_mask, render_scene
+from clipdiff_mini.data.scenes import (CLEAR_MARGIN, COLOURS, RELATION_MARGIN, RELATIONS, SHAPES, SIZES, Background, Scene,
                                   SceneObject, clear_relations, holds, sample_scene)
 
 SCENES = [sample_scene(np.random.default_rng(i), max_objects=4) for i in range(200)]

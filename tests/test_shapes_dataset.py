@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipdiff_mini import shapes_dataset as sd
+from clipdiff_mini.data import shapes_dataset as sd
 from clipdiff_mini.config import get_config
-from clipdiff_mini.render import render_scene
-from clipdiff_mini.scene_accuracy import scene_accuracy
+from clipdiff_mini.data.render import render_scene
+from clipdiff_mini.evaluation.scene_judge import scene_accuracy
 
 SIZES = {"data.n_train": 24, "data.n_val": 8, "data.n_test": 8}
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from clipdiff_mini.config import get_config
-from clipdiff_mini.noise_schedules import make_schedule
-from clipdiff_mini.text_diffusion import (AdaptiveRoundingWeight, TextDiffusionLM, TextDiffusionTrainer,
+from clipdiff_mini.diffusion.noise_schedules import make_schedule
+from clipdiff_mini.diffusion.text_diffusion import (AdaptiveRoundingWeight, TextDiffusionLM, TextDiffusionTrainer,
                                           decode_samples, diffusion_lm_losses, exact_row_fraction,
                                           repeated_word_rate, timestep_embedding)
 

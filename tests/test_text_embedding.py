@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from clipdiff_mini.text_embedding import (clamp_to_embeddings, default_temperature, embed_tokens,
+from clipdiff_mini.diffusion.text_embedding import (clamp_to_embeddings, default_temperature, embed_tokens,
                                           embedding_stats, make_clamp_fn, nearest_tokens, round_to_tokens,
                                           rounding_logits, rounding_nll, roundtrip_accuracy, sample_x0)
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from clipdiff_mini.config import get_config
-from clipdiff_mini.tokenizers import (
+from clipdiff_mini.data.tokenizers import (
     WORD_SPECIALS,
     WordTokenizer,
     bert_vocab_dir,
@@ -128,11 +128,13 @@ def test_build_tokenizer_selects_by_config(tmp_path):
     assert bert.kind == "bert" and bert.eos_id == bert.hf.sep_token_id
     bert.save(tmp_path / "bert.json")
     assert load_tokenizer(tmp_path / "bert.json").vocab_size == bert.vocab_size
+    with pytest.raises(ValueError, match="pass them"):  # the builder never loads a split itself
+        build_tokenizer(get_config("ci"))
 
 
 def test_bert_default_length_holds_every_ci_caption():
     from clipdiff_mini.config import BERT_MAX_CAPTION_LEN
-    from clipdiff_mini.data import load_split
+    from clipdiff_mini.data.splits import load_split
 
     cfg = get_config("ci", {"data.tokenizer": "bert"})
     assert cfg.data.max_caption_len == BERT_MAX_CAPTION_LEN

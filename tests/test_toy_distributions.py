@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from clipdiff_mini.gaussian_diffusion import variational_bound
-from clipdiff_mini.noise_schedules import make_schedule
-from clipdiff_mini.toy_distributions import GaussianMixture, exact_bound_1d
+from clipdiff_mini.diffusion.gaussian_diffusion import variational_bound
+from clipdiff_mini.diffusion.noise_schedules import make_schedule
+from clipdiff_mini.diffusion.toy_distributions import GaussianMixture, exact_bound_1d
 
 F64 = torch.float64
 MIX1 = dict(weights=[0.3, 0.5, 0.2], means=[-2.0, 0.5, 2.5], stds=[0.3, 0.5, 0.2])

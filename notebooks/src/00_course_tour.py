@@ -64,15 +64,13 @@ from collections import Counter
 import matplotlib.pyplot as plt
 import numpy as np
 
-from clipdiff_mini.caption_perturb import NoPerturbation, perturb_caption, random_words, shuffle_words
 from clipdiff_mini.config import get_config
-from clipdiff_mini.data import load_split
-from clipdiff_mini.metrics import CaptionScorer, spice_status
+from clipdiff_mini.data import (COLOURS, RELATIONS, SHAPES, SIZES, WordTokenizer, describe,
+                                load_bert_tokenizer, load_split, simple_tokenize)
+from clipdiff_mini.evaluation import (CaptionScorer, NoPerturbation, judge_caption, perturb_caption,
+                                      random_words, scene_accuracy, shuffle_words, spice_status)
 from clipdiff_mini.results import ResultLog
-from clipdiff_mini.scene_accuracy import judge_caption, scene_accuracy
-from clipdiff_mini.scenes import COLOURS, RELATIONS, SHAPES, SIZES, describe
 from clipdiff_mini.seeding import set_seed
-from clipdiff_mini.tokenizers import WordTokenizer, load_bert_tokenizer, simple_tokenize
 
 # %% tags=["parameters"]
 PROFILE = os.environ.get("CLIPDIFF_PROFILE", "laptop")  # "ci" | "laptop" | "colab"
@@ -149,7 +147,7 @@ plt.show()
 # centres (as fractions of the picture side, `y` growing downwards), and the
 # background. Here is one, with all five of its captions and, for one caption,
 # the claims a parser reads from it and whether each holds in the scene
-# (`clipdiff_mini.scene_accuracy`).
+# (`clipdiff_mini.evaluation.scene_judge`).
 
 # %%
 rec = val.records[1]
@@ -204,7 +202,7 @@ log.add("caption length max (words)", int(lengths.max()))
 # ## Tokens
 #
 # A model sees ids, not words. The course uses two tokenizers with one
-# interface (`clipdiff_mini.tokenizers`):
+# interface (`clipdiff_mini.data.tokenizers`):
 #
 # * `WordTokenizer`: one id per word, built from the training captions, plus
 #   five special tokens: `[PAD]` (id 0, fills a caption up to a fixed
@@ -290,7 +288,7 @@ print("SPICE:", spice_status()[1])
 # * **held-out reference**: a true caption written by the same grammar (the
 #   best a model can hope for);
 # * **one word wrong**: the held-out caption with one word changed so that it
-#   is false (`clipdiff_mini.caption_perturb`: a colour or shape that is not
+#   is false (`clipdiff_mini.evaluation.caption_perturb`: a colour or shape that is not
 #   in the picture, another count, the opposite direction);
 # * **caption of another picture**: the held-out caption of the next
 #   picture: fluent, true of *some* picture, rarely of this one;

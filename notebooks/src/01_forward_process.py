@@ -17,8 +17,8 @@
 #
 # Conventions used throughout the course: steps are $t = 1, \dots, T$, index
 # $t = 0$ is the clean data, and every schedule tensor has length $T + 1$
-# with $\bar\alpha_0 = 1$ (the library is `clipdiff_mini.noise_schedules` and
-# `clipdiff_mini.gaussian_diffusion`).
+# with $\bar\alpha_0 = 1$ (the library is `clipdiff_mini.diffusion.noise_schedules` and
+# `clipdiff_mini.diffusion.gaussian_diffusion`).
 
 # %%
 import math
@@ -30,13 +30,11 @@ import numpy as np
 import torch
 
 from clipdiff_mini.config import get_config
-from clipdiff_mini.data import load_split
-from clipdiff_mini.gaussian_diffusion import q_mean_variance, q_sample, q_step
-from clipdiff_mini.noise_schedules import SCHEDULES, make_schedule
+from clipdiff_mini.data import build_tokenizer, load_split
+from clipdiff_mini.diffusion import (SCHEDULES, make_schedule, nearest_tokens, q_mean_variance, q_sample,
+                                     q_step)
 from clipdiff_mini.results import ResultLog
 from clipdiff_mini.seeding import set_seed
-from clipdiff_mini.text_embedding import nearest_tokens
-from clipdiff_mini.tokenizers import build_tokenizer
 
 # %% tags=["parameters"]
 PROFILE = os.environ.get("CLIPDIFF_PROFILE", "laptop")  # "ci" | "laptop" | "colab"

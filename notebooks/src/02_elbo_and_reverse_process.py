@@ -20,8 +20,8 @@
 #    toy distribution.
 #
 # Every identity is followed by a numerical check with an `assert`. The
-# library pieces are `clipdiff_mini.gaussian_diffusion` (posterior, KL, bound),
-# `clipdiff_mini.samplers` (DDPM, DDIM) and `clipdiff_mini.toy_distributions`.
+# library pieces are `clipdiff_mini.diffusion.gaussian_diffusion` (posterior, KL, bound),
+# `clipdiff_mini.diffusion.samplers` (DDPM, DDIM) and `clipdiff_mini.diffusion.toy_distributions`.
 
 # %%
 import math
@@ -32,13 +32,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from clipdiff_mini import gaussian_diffusion as gd
 from clipdiff_mini.config import get_config
-from clipdiff_mini.noise_schedules import make_schedule
+from clipdiff_mini.diffusion import gaussian_diffusion as gd
+from clipdiff_mini.diffusion import (GaussianMixture, ddim_sample, ddim_timesteps, ddpm_sample, exact_bound_1d,
+                                     make_schedule)
 from clipdiff_mini.results import ResultLog
-from clipdiff_mini.samplers import ddim_sample, ddim_timesteps, ddpm_sample
 from clipdiff_mini.seeding import set_seed
-from clipdiff_mini.toy_distributions import GaussianMixture, exact_bound_1d
 
 # %% tags=["parameters"]
 PROFILE = os.environ.get("CLIPDIFF_PROFILE", "laptop")  # "ci" | "laptop" | "colab"

@@ -34,8 +34,8 @@
 #    the **clamping trick**, and measures what clamping changes.
 #
 # No pictures yet: the model learns the captions of the embedded dataset on
-# their own. The library code is in `clipdiff_mini/text_embedding.py`
-# (embedding, rounding, clamping) and `clipdiff_mini/text_diffusion.py`
+# their own. The library code is in `clipdiff_mini/diffusion/text_embedding.py`
+# (embedding, rounding, clamping) and `clipdiff_mini/diffusion/text_diffusion.py`
 # (denoiser, objective, trainer).
 
 # %%
@@ -48,19 +48,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from clipdiff_mini.caption_grammar import parse_caption
 from clipdiff_mini.config import get_config
-from clipdiff_mini.data import load_split
-from clipdiff_mini.gaussian_diffusion import q_sample
-from clipdiff_mini.noise_schedules import make_schedule
+from clipdiff_mini.data import build_tokenizer, load_split, parse_caption
+from clipdiff_mini.diffusion import (TextDiffusionTrainer, clamp_to_embeddings, decode_samples,
+                                     default_temperature, embed_tokens, exact_row_fraction, make_schedule,
+                                     nearest_tokens, q_sample, repeated_word_rate, rounding_nll,
+                                     roundtrip_accuracy, sample_x0)
+from clipdiff_mini.diffusion.text_diffusion import checkpoint_path
 from clipdiff_mini.results import ResultLog
 from clipdiff_mini.seeding import set_seed
-from clipdiff_mini.text_diffusion import (TextDiffusionTrainer, checkpoint_path, decode_samples,
-                                          exact_row_fraction, repeated_word_rate)
-from clipdiff_mini.text_embedding import (clamp_to_embeddings, default_temperature, embed_tokens,
-                                          nearest_tokens, rounding_nll, roundtrip_accuracy,
-                                          sample_x0)
-from clipdiff_mini.tokenizers import build_tokenizer
 
 # %% tags=["parameters"]
 PROFILE = os.environ.get("CLIPDIFF_PROFILE", "laptop")  # "ci" | "laptop" | "colab"
@@ -417,7 +413,7 @@ log.add("A main: largest rounding term", max(rounding_a))
 # $\lambda$ that balances them early can be far off later. The CLIP-DiffusionLM
 # draft ends by mentioning an "adaptive ratio adjustment" that balances the
 # rounding ("certainty") term against the others; the draft gives no formula,
-# so here is the one the course uses (`clipdiff_mini.text_diffusion`):
+# so here is the one the course uses (`clipdiff_mini.diffusion.text_diffusion`):
 #
 # $$
 # m_k = \beta m_{k-1} + (1-\beta)\,\mathcal L_{\text{reg},k},\quad

@@ -40,16 +40,14 @@ import torch.nn.functional as F
 
 import dataclasses
 
-from clipdiff_mini.clip_model import (PretrainedWeightsUnavailable, build_scratch_model, load_pretrained_clip,
-                                      pretrained_tokenizer, scratch_checkpoint_path)
-from clipdiff_mini.clip_training import peak_rss_mb, train_clip
+from clipdiff_mini.clip import (ATTRIBUTES, PROBE_TARGETS, PretrainedWeightsUnavailable, build_scratch_model,
+                                compute_features, extract_features, load_pretrained_clip, peak_rss_mb,
+                                pretrained_tokenizer, probe_attributes, probe_labels, probe_target_name,
+                                retrieval_recall, scratch_checkpoint_path, train_clip, zero_shot_accuracy,
+                                zero_shot_relation, zero_shot_weights)
 from clipdiff_mini.config import get_config
 from clipdiff_mini.data import load_split
-from clipdiff_mini.feature_cache import compute_features, extract_features
-from clipdiff_mini.probes import (ATTRIBUTES, PROBE_TARGETS, probe_attributes, probe_labels,
-                                  probe_target_name, zero_shot_accuracy, zero_shot_relation, zero_shot_weights)
 from clipdiff_mini.results import ResultLog
-from clipdiff_mini.retrieval import retrieval_recall
 from clipdiff_mini.seeding import set_seed
 
 # %% tags=["parameters"]
@@ -411,7 +409,7 @@ print(f"rows whose best caption is their own: {(sim.argmax(1) == np.arange(N_HEA
 # Image to text: for each picture, are any of its five captions among the
 # $k$ captions most similar to it? Text to image: for each caption, is its
 # picture among the $k$ most similar pictures? Chance is what a random
-# ranking gets (see `clipdiff_mini.retrieval`). Note that many validation
+# ranking gets (see `clipdiff_mini.clip.retrieval`). Note that many validation
 # captions are true of several pictures ("two shapes"), so even a perfect
 # model cannot reach R@1 = 1 from text to image.
 

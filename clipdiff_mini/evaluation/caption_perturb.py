@@ -30,8 +30,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from clipdiff_mini.caption_grammar import NUMBER_WORDS, PLURAL, WORD_FOR_NUMBER
-from clipdiff_mini.scenes import COLOURS, SHAPES, Scene
+from clipdiff_mini.data.caption_grammar import NUMBER_WORDS, PLURAL, WORD_FOR_NUMBER
+from clipdiff_mini.data.scenes import COLOURS, SHAPES, Scene
 
 KINDS = ("colour", "shape", "count", "relation")
 FLIP = {"left": "right", "right": "left", "above": "below", "below": "above", "over": "under", "under": "over"}

@@ -4,7 +4,7 @@ Both sources come back as one `ClipBundle`: an open_clip ``CLIP`` model plus
 the matching tokenizer and image preprocessing, with two encoders the rest
 of the course uses::
 
-    bundle = load_clip(cfg)                       # cfg.clip.source picks which
+    bundle = load_clip(cfg)                       # clip.training.load_clip: cfg.clip.source picks which
     pooled, tokens = bundle.encode_images(images) # uint8 (N,3,H,W) -> (N,D), (N,P,W)
     text = bundle.encode_texts(["a red circle"])  # (N, D)
 
@@ -13,7 +13,7 @@ of the course uses::
   original CLIP RN50, shrunk: ``CLIPVisionCfg(layers=(k, k, k, k), width=w)``)
   or a small ViT, and a text transformer over the course's `WordTokenizer`
   vocabulary (a few dozen words instead of open_clip's 49k BPE pieces).
-  Trained by `clipdiff_mini.clip_training.train_clip`, saved as a checkpoint.
+  Trained by `clipdiff_mini.clip.training.train_clip`, saved as a checkpoint.
 * ``clip.source = "pretrained"``: ``open_clip.create_model(name, pretrained=tag)``
   (ViT-B-32 as in CLIP-DiffusionLM, ViT-B-16 as in DDCap) with open_clip's own
   tokenizer. Needs network the first time; without it `load_pretrained_clip`
@@ -235,11 +235,11 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
 def load_scratch_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu",
                             precision: str = "fp32") -> ClipBundle:
     """A `ClipBundle` from a checkpoint written by `save_scratch_checkpoint`."""
-    from clipdiff_mini.tokenizers import WordTokenizer
+    from clipdiff_mini.data.tokenizers import WordTokenizer
 
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no CLIP checkpoint at {path}; train one with clipdiff_mini.clip_training.train_clip(cfg) "
+        raise FileNotFoundError(f"no CLIP checkpoint at {path}; train one with clipdiff_mini.clip.training.train_clip(cfg) "
                                 "(notebook 04) or call load_clip(cfg), which trains it when missing")
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     if ckpt.get("format") != CHECKPOINT_FORMAT:
@@ -311,26 +311,3 @@ def load_pretrained_clip(cfg, device: torch.device | str | None = None, cache_di
                       name=f"{name}/{tag}", identity=f"pretrained:{name}/{tag}", device=device,
                       precision=cfg.precision, mean=tuple(pp.get("mean", OPENAI_DATASET_MEAN)),
                       std=tuple(pp.get("std", OPENAI_DATASET_STD)), tokenizer=pretrained_tokenizer(name))
-
-
-# ---- front door ----------------------------------------------------------------------------
-def load_clip(cfg, *, train_if_missing: bool = True, progress: bool = True) -> ClipBundle:
-    """The CLIP that `cfg.clip.source` names.
-
-    "scratch": the checkpoint at `scratch_checkpoint_path(cfg)`; trained first
-    (resuming a partial run) when it does not exist and `train_if_missing`.
-    "pretrained": `load_pretrained_clip`.
-    """
-    if cfg.clip.source == "pretrained":
-        return load_pretrained_clip(cfg)
-    if cfg.clip.source != "scratch":
-        raise ValueError(f"clip.source={cfg.clip.source!r}; allowed values: 'scratch', 'pretrained'")
-    path = scratch_checkpoint_path(cfg)
-    if not path.exists():
-        if not train_if_missing:
-            raise FileNotFoundError(f"no trained CLIP at {path}; run notebook 04 or "
-                                    "clipdiff_mini.clip_training.train_clip(cfg)")
-        from clipdiff_mini.clip_training import train_clip
-
-        train_clip(cfg, progress=progress)
-    return load_scratch_checkpoint(path, device=cfg.torch_device(), precision=cfg.precision)

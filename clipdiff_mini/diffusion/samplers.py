@@ -26,10 +26,10 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from clipdiff_mini.gaussian_diffusion import (
+from clipdiff_mini.diffusion.gaussian_diffusion import (
     _work_dtype, eps_from_x0, posterior_mean_from_x0, predict_x0, reverse_log_variance,
 )
-from clipdiff_mini.noise_schedules import Schedule
+from clipdiff_mini.diffusion.noise_schedules import Schedule
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ClampFn = Callable[[torch.Tensor], torch.Tensor]

@@ -34,7 +34,8 @@ from typing import Any
 import torch
 
 from clipdiff_mini.atomic_io import torch_save
-from clipdiff_mini.clip_model import (ClipBundle, build_scratch_model, load_scratch_checkpoint, save_scratch_checkpoint,
+from clipdiff_mini.clip.model import (ClipBundle, build_scratch_model, load_pretrained_clip, load_scratch_checkpoint,
+                                      save_scratch_checkpoint,
                                       scratch_architecture, scratch_checkpoint_path, scratch_training_key)
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the learned temperature at 1/100
@@ -143,8 +144,8 @@ def swap_word_groups() -> list[tuple[str, ...]]:
     """Groups of interchangeable words for hard negative captions: colours,
     shapes (singular and plural), sizes, counts and relation directions. Of
     these, real caption datasets mostly use colours, numbers and left/right."""
-    from clipdiff_mini.caption_grammar import PLURAL
-    from clipdiff_mini.scenes import COLOURS, SHAPES, SIZES
+    from clipdiff_mini.data.caption_grammar import PLURAL
+    from clipdiff_mini.data.scenes import COLOURS, SHAPES, SIZES
 
     return [tuple(COLOURS), tuple(SHAPES), tuple(PLURAL[s] for s in SHAPES), tuple(SIZES),
             ("two", "three", "four", "five", "six", "seven", "eight", "nine"),
@@ -301,13 +302,13 @@ def train_clip(cfg, *, train_split=None, progress: bool = True, force: bool = Fa
     sizes, data and seed) it is loaded instead, unless `force`. A snapshot of
     an interrupted run is resumed.
     """
-    from clipdiff_mini.tokenizers import WordTokenizer
+    from clipdiff_mini.data.tokenizers import WordTokenizer
 
     path = scratch_checkpoint_path(cfg)
     if path.exists() and not force:
         return load_scratch_checkpoint(path, device=cfg.torch_device(), precision=cfg.precision)
     if train_split is None:
-        from clipdiff_mini.data import load_split
+        from clipdiff_mini.data.splits import load_split
 
         train_split = load_split(cfg, "train")
     t0 = time.perf_counter()
@@ -325,7 +326,7 @@ def train_clip(cfg, *, train_split=None, progress: bool = True, force: bool = Fa
     arch = scratch_architecture(cfg, tok.vocab_size, tok.pad_id, tok.eos_id)
     model = build_scratch_model(arch)
     device = cfg.torch_device()
-    from clipdiff_mini.clip_model import word_tokenize_fn
+    from clipdiff_mini.clip.model import word_tokenize_fn
 
     bundle = ClipBundle(model=model.to(device), tokenize=word_tokenize_fn(tok, cfg.clip.context_length),
                         image_size=arch["vision_cfg"]["image_size"], source="scratch",
@@ -354,3 +355,24 @@ def peak_rss_mb() -> float:
 
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r / 2**20 if sys.platform == "darwin" else r / 1024
+
+
+# ---- front door ----------------------------------------------------------------------------
+def load_clip(cfg, *, train_if_missing: bool = True, progress: bool = True) -> ClipBundle:
+    """The CLIP that `cfg.clip.source` names.
+
+    "scratch": the checkpoint at `scratch_checkpoint_path(cfg)`; trained first
+    (resuming a partial run) when it does not exist and `train_if_missing`.
+    "pretrained": `load_pretrained_clip`.
+    """
+    if cfg.clip.source == "pretrained":
+        return load_pretrained_clip(cfg)
+    if cfg.clip.source != "scratch":
+        raise ValueError(f"clip.source={cfg.clip.source!r}; allowed values: 'scratch', 'pretrained'")
+    path = scratch_checkpoint_path(cfg)
+    if not path.exists():
+        if not train_if_missing:
+            raise FileNotFoundError(f"no trained CLIP at {path}; run notebook 04 or "
+                                    "clipdiff_mini.clip.training.train_clip(cfg)")
+        train_clip(cfg, progress=progress)
+    return load_scratch_checkpoint(path, device=cfg.torch_device(), precision=cfg.precision)

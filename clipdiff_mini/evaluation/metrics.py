@@ -66,7 +66,7 @@ def spice_status() -> tuple[bool, str]:
     if missing:
         return False, (f"SPICE needs Stanford CoreNLP ({', '.join(missing)} in {lib}), which pycocoevalcap "
                        f"downloads from nlp.stanford.edu on first use; it is not there and this run does not "
-                       f"download it. With network access run clipdiff_mini.metrics.download_spice_models().")
+                       f"download it. With network access run clipdiff_mini.evaluation.metrics.download_spice_models().")
     return True, "available"
 
 

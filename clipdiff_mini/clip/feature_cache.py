@@ -76,12 +76,12 @@ def extract_features(cfg, split, *, bundle=None, progress: bool = True, force: b
     `bundle` defaults to ``load_clip(cfg)`` (which trains the small CLIP when
     its checkpoint is missing). `force` recomputes even when a cache matches.
     """
-    from clipdiff_mini.data import load_split
+    from clipdiff_mini.data.splits import load_split
 
     if isinstance(split, str):
         split = load_split(cfg, split, progress=progress)
     if bundle is None:
-        from clipdiff_mini.clip_model import load_clip
+        from clipdiff_mini.clip.training import load_clip
 
         bundle = load_clip(cfg, progress=progress)
     key = feature_key(bundle, split)

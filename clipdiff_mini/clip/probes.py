@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from clipdiff_mini.scenes import COLOURS, RELATIONS, SHAPES, SIZES, Scene, clear_relations
+from clipdiff_mini.data.scenes import COLOURS, RELATIONS, SHAPES, SIZES, Scene, clear_relations
 
 ATTRIBUTES = ("colour", "shape", "size", "count", "relation")
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")

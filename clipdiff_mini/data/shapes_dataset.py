@@ -44,9 +44,9 @@ from typing import Any
 
 import numpy as np
 
-from clipdiff_mini.caption_grammar import MAX_WORDS, caption_tokens, captions_for_scene
-from clipdiff_mini.render import render_scene
-from clipdiff_mini.scenes import sample_scene
+from clipdiff_mini.data.caption_grammar import MAX_WORDS, caption_tokens, captions_for_scene
+from clipdiff_mini.data.render import render_scene
+from clipdiff_mini.data.scenes import sample_scene
 
 GENERATOR_VERSION = "2"  # bump whenever the generated files change
 SPLITS = ("train", "val", "test")
@@ -153,7 +153,7 @@ def _generate(folder: Path, params: dict[str, Any], progress: bool) -> None:
     (folder / JSON_NAME).write_text(text + "\n", encoding="utf-8")
     counts = {s: params[f"n_{s}"] for s in SPLITS}
     counts.update(images=imgid, sentences=sentid)
-    manifest = {"dataset": "shapes", "generator": "clipdiff_mini.shapes_dataset", "generator_version": GENERATOR_VERSION,
+    manifest = {"dataset": "shapes", "generator": "clipdiff_mini.data.shapes_dataset", "generator_version": GENERATOR_VERSION,
                 "params": params, "counts": counts, "json_file": JSON_NAME,
                 "json_sha256": _sha256(folder / JSON_NAME), "images_sha256": image_hash.hexdigest()}
     (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")

@@ -1,4 +1,4 @@
-"""Drawing a scene (`clipdiff_mini.scenes`) as a small RGB picture.
+"""Drawing a scene (`clipdiff_mini.data.scenes`) as a small RGB picture.
 
 The picture is drawn ``SUPERSAMPLE`` times larger and shrunk with a box
 filter, which anti-aliases the edges (a 10-pixel triangle drawn straight at
@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 from PIL import Image, ImageDraw
 
-from clipdiff_mini.scenes import Scene, SceneObject
+from clipdiff_mini.data.scenes import Scene, SceneObject
 
 SUPERSAMPLE = 4
 

@@ -26,7 +26,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clipdiff_mini.tokenizers import simple_tokenize
+from clipdiff_mini.data.tokenizers import simple_tokenize
 
 SPLITS = ("train", "val", "test")
 # Karpathy's "restval" images are extra training images (COCO).

@@ -15,7 +15,7 @@ with t uniform on 1..T, squared errors averaged over positions and
 coordinates (as Diffusion-LM's code does) and the rounding term averaged over
 positions, so that ``lambda = 1`` weighs one token's log-likelihood like one
 coordinate's squared error. ``p(w | x0)`` is the tied softmax of
-`clipdiff_mini.text_embedding` (negative squared distances, temperature
+`clipdiff_mini.diffusion.text_embedding` (negative squared distances, temperature
 2 sigma0^2). Every position of the fixed-length sequence, padding included,
 is modelled: the sampler has to write ``[PAD]`` after ``[EOS]`` to end a
 caption, as in Diffusion-LM, so padding is a word like any other here.
@@ -53,7 +53,7 @@ import torch
 import torch.nn as nn
 
 from clipdiff_mini.atomic_io import torch_save
-from clipdiff_mini.text_embedding import (default_temperature, embedding_stats, make_clamp_fn, nearest_tokens,
+from clipdiff_mini.diffusion.text_embedding import (default_temperature, embedding_stats, make_clamp_fn, nearest_tokens,
                                           rounding_nll, roundtrip_accuracy)
 
 Tensor = torch.Tensor
@@ -146,7 +146,7 @@ def diffusion_lm_losses(model: TextDiffusionLM, sched, ids: Tensor, *, sigma0: f
     """
     if rounding_on not in ROUNDING_ON:
         raise ValueError(f"rounding_on must be one of {ROUNDING_ON}, got {rounding_on!r}")
-    from clipdiff_mini.gaussian_diffusion import q_sample
+    from clipdiff_mini.diffusion.gaussian_diffusion import q_sample
 
     B, L = ids.shape
     device = ids.device
@@ -240,7 +240,7 @@ class TextDiffusionTrainer:
 
     def __init__(self, cfg, vocab_size: int, max_len: int, *, ckpt_path: str | Path | None = None,
                  overrides: dict[str, Any] | None = None, data_tag: str = ""):
-        from clipdiff_mini.noise_schedules import make_schedule
+        from clipdiff_mini.diffusion.noise_schedules import make_schedule
 
         self.cfg = cfg if not overrides else cfg.replace(overrides)
         d = self.cfg.diffusion
@@ -370,7 +370,7 @@ class TextDiffusionTrainer:
         "ddim" (``steps`` = cfg.diffusion.sample_steps, eta = 0) or "ddpm"
         (all T steps). The final x0 is rounded to the nearest words.
         """
-        from clipdiff_mini.samplers import ddim_sample, ddpm_sample
+        from clipdiff_mini.diffusion.samplers import ddim_sample, ddpm_sample
 
         if generator is not None and generator.device != self.device:  # e.g. a CPU generator, model on CUDA
             seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))

@@ -4,12 +4,12 @@ n-gram metrics (BLEU, CIDEr) reward captions that share words with the
 references, true or not; on a templated language they flatter wrong captions
 badly. On the shapes dataset the exact scene is known, so we can check every
 claim a caption makes. The claims and their truth conditions are defined in
-`clipdiff_mini.caption_grammar` (module docstring); in short:
+`clipdiff_mini.data.caption_grammar` (module docstring); in short:
 
 * "a red circle"        - at least one object is red and a circle;
 * "two red circles", "the red circle", "one red circle" - exactly 2 / 1 / 1;
 * "X left of Y"         - the referents of X and Y stand in the relation
-  (`clipdiff_mini.scenes.holds`), choosing the "a"-referents freely;
+  (`clipdiff_mini.data.scenes.holds`), choosing the "a"-referents freely;
 * "on a dark background" - the background tone;
 * an unparsed piece of text - a false claim (it states nothing checkable).
 
@@ -38,8 +38,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from clipdiff_mini.caption_grammar import Mention, ParsedCaption, parse_caption
-from clipdiff_mini.scenes import Scene, SceneObject, holds
+from clipdiff_mini.data.caption_grammar import Mention, ParsedCaption, parse_caption
+from clipdiff_mini.data.scenes import Scene, SceneObject, holds
 
 
 @dataclass(frozen=True)

@@ -135,7 +135,7 @@ def clamp_to_embeddings(x0_hat: Tensor, E: Tensor) -> Tensor:
 
 
 def make_clamp_fn(E: Tensor) -> Callable[[Tensor], Tensor]:
-    """A ``clamp_fn(x0_hat) -> x0_hat`` for `clipdiff_mini.samplers` (table frozen, no grad)."""
+    """A ``clamp_fn(x0_hat) -> x0_hat`` for `clipdiff_mini.diffusion.samplers` (table frozen, no grad)."""
     _check_table(E)
     return functools.partial(clamp_to_embeddings, E=E.detach())
 

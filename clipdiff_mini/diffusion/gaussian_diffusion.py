@@ -1,7 +1,7 @@
 """Gaussian diffusion: the forward process, its posterior, and the variational bound.
 
 Notation and equation numbers follow Ho et al. 2020 (DDPM); the schedule
-(`clipdiff_mini.noise_schedules.Schedule`) is indexed by t = 0..T with
+(`clipdiff_mini.diffusion.noise_schedules.Schedule`) is indexed by t = 0..T with
 alphabar_0 = 1, so t = 0 is clean data and the steps are t = 1..T.
 
     q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I)                  (2)
@@ -27,7 +27,7 @@ from typing import Callable
 
 import torch
 
-from clipdiff_mini.noise_schedules import SCHEDULES, Schedule, make_schedule, schedule_from_config  # noqa: F401 (re-exported)
+from clipdiff_mini.diffusion.noise_schedules import SCHEDULES, Schedule, make_schedule, schedule_from_config  # noqa: F401 (re-exported)
 
 PREDICTIONS = ("x0", "eps")  # what a denoiser outputs
 VARIANCES = ("small", "large")  # reverse-process variance: beta~_t ("small") or beta_t ("large")

@@ -7,7 +7,7 @@ while saying false things: in a calibration run on templated captions CIDEr
 was 1.95 with only 9% of captions true. Varied references (different orders,
 both directions of a relation, optional words, counts) make the n-gram
 metrics less gameable, and the exact scene lets us check truth directly
-(`clipdiff_mini.scene_accuracy`).
+(`clipdiff_mini.evaluation.scene_judge`).
 
 The language
 ------------
@@ -28,7 +28,7 @@ matches. ``REL`` is "left of" / "to the left of" / "on the left of", the same
 for right, "above" / "over", "below" / "under". Relations chain: in "A left of
 B above C" the claims are A left-of B and B above C.
 
-Truth semantics (what `clipdiff_mini.scene_accuracy` checks)
+Truth semantics (what `clipdiff_mini.evaluation.scene_judge` checks)
 -------------------------------------------------------------
 Let ``match(M)`` be the set of scene objects having every attribute that
 mention ``M`` states (omitted attributes are not constrained).
@@ -79,7 +79,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from clipdiff_mini.scenes import COLOURS, SHAPES, SIZES, Scene, SceneObject, clear_relations
+from clipdiff_mini.data.scenes import COLOURS, SHAPES, SIZES, Scene, SceneObject, clear_relations
 
 MAX_WORDS = 20
 

@@ -1,6 +1,6 @@
 """The front door to the data: one split of a captioning dataset.
 
-    from clipdiff_mini.data import load_split
+    from clipdiff_mini.data.splits import load_split
     val = load_split(cfg, "val")        # cfg.data.source: "shapes" or "karpathy"
     len(val), val.records[0].captions
     refs = val.references()             # {image_id: [caption, ...]}  (for the metrics)
@@ -8,9 +8,9 @@
     images = val.load_images()          # torch.uint8 (N, 3, H, W)
 
 ``data.source="shapes"`` generates the embedded dataset on first use
-(`clipdiff_mini.shapes_dataset.build_shapes_dataset`) and reuses it after;
+(`clipdiff_mini.data.shapes_dataset.build_shapes_dataset`) and reuses it after;
 ``"karpathy"`` reads a real dataset in the Karpathy split format from
-``data.karpathy_json`` and ``data.image_dir`` (`clipdiff_mini.karpathy`).
+``data.karpathy_json`` and ``data.image_dir`` (`clipdiff_mini.data.karpathy`).
 
 Images: decoding thousands of PNGs costs seconds every time a notebook
 starts, so for the embedded dataset the decoded uint8 array of a split is
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from clipdiff_mini.atomic_io import write_with
-from clipdiff_mini.karpathy import SPLITS, DatasetNotFoundError, ImageRecord, load_karpathy, read_karpathy_json
+from clipdiff_mini.data.karpathy import SPLITS, DatasetNotFoundError, ImageRecord, load_karpathy, read_karpathy_json
 
 __all__ = ["CaptionSplit", "ImageRecord", "load_split", "decode_image", "SPLITS"]
 
@@ -131,7 +131,7 @@ def load_split(cfg, split: str, progress: bool = True) -> CaptionSplit:
         raise ValueError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
     source = cfg.data.source
     if source == "shapes":
-        from clipdiff_mini import shapes_dataset as sd
+        from clipdiff_mini.data import shapes_dataset as sd
 
         root = sd.build_shapes_dataset(cfg, progress=progress)
         json_path = root / sd.JSON_NAME

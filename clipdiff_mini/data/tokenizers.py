@@ -304,17 +304,16 @@ def build_tokenizer(cfg, train_split=None) -> CaptionTokenizer:
     """The tokenizer `cfg.data.tokenizer` asks for.
 
     ``"word"`` builds a `WordTokenizer` from the captions of `train_split`
-    (a `CaptionSplit` or a list of captions; loaded with
-    ``load_split(cfg, "train")`` when omitted) with
+    (a `CaptionSplit` or a list of captions; required: the tokenizer builder
+    is given its captions rather than loading a split itself) with
     ``min_count = cfg.data.min_word_count``. ``"bert"`` loads the BERT-uncased
     vocabulary (`cfg.data.bert_name`, empty = offline package).
     """
     kind = cfg.data.tokenizer
     if kind == "word":
         if train_split is None:
-            from clipdiff_mini.data import load_split
-
-            train_split = load_split(cfg, "train")
+            raise ValueError("a word tokenizer is built from training captions: pass them, "
+                             "build_tokenizer(cfg, load_split(cfg, 'train'))")
         captions = train_split.captions() if hasattr(train_split, "captions") else list(train_split)
         return WordTokenizer.build(captions, min_count=cfg.data.min_word_count)
     if kind == "bert":

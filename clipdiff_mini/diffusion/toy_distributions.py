@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
-from clipdiff_mini.gaussian_diffusion import bound_weights
-from clipdiff_mini.noise_schedules import Schedule
+from clipdiff_mini.diffusion.gaussian_diffusion import bound_weights
+from clipdiff_mini.diffusion.noise_schedules import Schedule
 
 
 def _as_alpha_bar(alpha_bar, n: int) -> torch.Tensor:
@@ -165,7 +165,7 @@ class GaussianMixture:
 
     def denoiser(self, sched: Schedule, prediction: str = "x0"):
         """model_fn(x_t (B, D), t (B,)) -> the exact E[x_0 | x_t] (or the matching eps) under ``sched``."""
-        from clipdiff_mini.gaussian_diffusion import eps_from_x0
+        from clipdiff_mini.diffusion.gaussian_diffusion import eps_from_x0
 
         if prediction not in ("x0", "eps"):
             raise ValueError(f"unknown prediction {prediction!r}; allowed: 'x0', 'eps'")
