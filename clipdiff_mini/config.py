@@ -38,6 +38,15 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "clip.vision_tower": ("resnet", "vit"),
     "diffusion.schedule": ("linear", "cosine", "sqrt"),
     "diffusion.rounding_on": ("x0", "prediction"),
+    "captioner.lr_schedule": ("constant", "linear", "cosine"),
+    "captioner.grid": ("fine", "coarse", "none"),
+    "continuous.fusion": ("concat", "add"),
+    "continuous.schedule": ("linear", "cosine", "sqrt"),
+    "continuous.target": ("x0", "x_t-n"),
+    "continuous.output": ("regress", "logits"),
+    "continuous.loss": ("l1", "l2"),
+    "continuous.embeddings": ("frozen", "learned"),
+    "continuous.sampler": ("feedback", "ddim", "ddpm"),
 }
 
 
@@ -132,6 +141,57 @@ class DiffusionConfig:
 
 
 @dataclass
+class CaptionerConfig:
+    """What every captioner of notebooks 05-08 shares: size, optimiser, training loop."""
+
+    width: int = 192  # transformer width (DistilBERT's dim) of the denoisers and the autoregressive decoder
+    layers: int = 4
+    heads: int = 4
+    dropout: float = 0.0
+    grid: str = "fine"  # CLIP spatial grid beside the pooled vector: "fine" (4x4 at 64 px), "coarse" (2x2), "none"
+    train_steps: int = 6000  # upper bound; train_minutes usually stops first on a laptop
+    train_minutes: float = 8.0  # wall-clock budget of one training run (0 = no limit): equal compute for all models
+    batch_size: int = 128
+    lr: float = 1e-3
+    lr_schedule: str = "linear"  # "constant", "linear" (decay to lr_final), "cosine" (to lr_final)
+    lr_final: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    eval_every: int = 500  # steps between validation scene-accuracy checks (the best one is kept)
+    eval_images: int = 200  # validation pictures captioned at each check
+    checkpoint_every: int = 250  # steps between resumable snapshots
+
+
+@dataclass
+class ContinuousConfig:
+    """CLIP-DiffusionLM (notebook 05): every experiment of the paper is one of these switches."""
+
+    embed_dim: int = 64  # word-vector size of the diffusion space
+    embeddings: str = "frozen"  # "frozen" random unit-RMS vectors (cannot collapse) or "learned" jointly
+    embed_scale: float = 1.0  # rms of a word vector relative to the unit noise
+    fusion: str = "concat"  # paper 5.1: CLIP feature as extra tokens ("concat") or added to every position ("add")
+    text_feature: bool = True  # in training, also condition on the caption's CLIP text feature (the paper does)
+    output: str = "logits"  # "regress": f predicts x0 (paper); "logits": f predicts word logits, x0 = E[softmax] (CDCD)
+    loss: str = "l2"  # paper: L1 in code, L2 in the text (regression on x0)
+    certainty_weight: float = 0.3  # paper 5.2: lambda on the rounding ("certainty") cross-entropy
+    adaptive_certainty: bool = False  # paper 5.2/conclusion: lambda rescaled by the adaptive ratio of notebook 03
+    cond_dropout: float = 0.0  # paper 5.3: probability of training without the image (classifier-free guidance)
+    guidance_scale: float = 1.0  # sampling: uncond + s (cond - uncond); 1 = the conditional model alone
+    target: str = "x0"  # paper 5.5: predict "x0" or "x_t-n" (a DDIM jump n steps down)
+    target_n: int = 100
+    timestep_input: bool = True  # the paper's denoiser has no timestep input
+    self_condition: bool = True  # feed the previous x0 estimate back as an input (Analog Bits, SED)
+    schedule: str = "cosine"  # paper: cosine, T = 1000
+    timesteps: int = 1000
+    t_min_frac: float = 0.0  # train on t >= t_min_frac * T only (a truncated schedule: skip the trivial low noise)
+    sampler: str = "ddim"  # "feedback" (paper 5.6: feed x0 back, no re-noising), "ddim", "ddpm"
+    sample_steps: int = 10  # feedback passes (paper: 5) or DDIM steps
+    clamp: bool = False  # snap x0 to the nearest word vector at every step (Diffusion-LM)
+    drop_repeats: bool = True  # the paper removes consecutive repeated words after rounding
+
+
+@dataclass
 class Config:
     profile: str = "laptop"
     seed: int = 0
@@ -142,6 +202,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    captioner: CaptionerConfig = field(default_factory=CaptionerConfig)
+    continuous: ContinuousConfig = field(default_factory=ContinuousConfig)
 
     # ---- derived helpers -------------------------------------------------
     def path(self, name: str) -> Path:
@@ -198,6 +260,17 @@ _PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
         "diffusion.denoiser_width": 32,
         "diffusion.toy_samples": 4000,
         "diffusion.mc_samples": 4000,
+        "captioner.width": 32,
+        "captioner.layers": 2,
+        "captioner.train_steps": 60,
+        "captioner.train_minutes": 0.0,
+        "captioner.batch_size": 32,
+        "captioner.eval_every": 30,
+        "captioner.eval_images": 30,
+        "captioner.checkpoint_every": 30,
+        "captioner.warmup_steps": 5,
+        "continuous.embed_dim": 16,
+        "continuous.timesteps": 200,
     },
     "laptop": {},
     "colab": {
@@ -226,6 +299,18 @@ _PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
         "diffusion.denoiser_layers": 4,
         "diffusion.toy_samples": 50_000,  # the toy runs on the CPU even on Colab
         "diffusion.mc_samples": 50_000,
+        "captioner.width": 768,  # DistilBERT-base size, as in CLIP-DiffusionLM
+        "captioner.layers": 6,
+        "captioner.heads": 12,
+        "captioner.train_steps": 20_000,
+        "captioner.train_minutes": 0.0,
+        "captioner.batch_size": 256,
+        "captioner.lr": 1e-4,
+        "captioner.lr_final": 5e-5,
+        "captioner.eval_every": 2000,
+        "captioner.eval_images": 500,
+        "captioner.checkpoint_every": 1000,
+        "continuous.embed_dim": 128,
     },
 }
 
@@ -273,7 +358,8 @@ def _from_dict(d: Mapping[str, Any]) -> Config:
     kwargs = {}
     for name, value in d.items():
         if isinstance(value, Mapping):
-            cls = {"paths": PathsConfig, "data": DataConfig, "clip": ClipConfig, "diffusion": DiffusionConfig}[name]
+            cls = {"paths": PathsConfig, "data": DataConfig, "clip": ClipConfig, "diffusion": DiffusionConfig,
+                   "captioner": CaptionerConfig, "continuous": ContinuousConfig}[name]
             kwargs[name] = cls(**value)
         elif name in sections:
             kwargs[name] = value
@@ -315,7 +401,7 @@ def _validate(cfg: Config) -> None:
         value = _get(cfg, key)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not allowed; allowed values: {', '.join(map(repr, allowed))}")
-    for section in (cfg.data, cfg.clip, cfg.diffusion):
+    for section in (cfg.data, cfg.clip, cfg.diffusion, cfg.captioner, cfg.continuous):
         for f in dataclasses.fields(section):
             v = getattr(section, f.name)
             if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:

@@ -1,4 +1,24 @@
 """Part 5 of the library: the captioners of notebooks 05-08 and what they
-share (training loop, evaluation, trajectory display). May import every
-lower part: core, data, evaluation, diffusion, clip.
+share. May import every lower part: core, data, evaluation, diffusion, clip.
+
+Modules:
+
+- ``features``   -- a split as captioners see it: CLIP features (pooled, grid, text) and caption token ids
+- ``training``   -- the one training loop: progress, validation on val, best weights, resumable checkpoints
+- ``evaluate``   -- the one evaluation: COCO metrics, scene accuracy, object recall, error kinds, baselines
+- ``decoding``   -- ids to captions, repeated words, the denoising trajectory as text
+- ``display``    -- figures: training curves, caption grids, how a trajectory settles
+- ``continuous`` -- CLIP-DiffusionLM, continuous diffusion over word vectors (notebook 05)
+- ``ablations``  -- the papers' ablation tables rerun, one trained model per row (a command)
 """
+from clipdiff_mini.captioners.continuous import (ContinuousCaptioner, build_continuous_captioner,
+                                                 continuous_caption_fn, train_continuous)
+from clipdiff_mini.captioners.evaluate import (accuracy_by_objects, error_profile, evaluate_captions,
+                                               most_frequent_caption, nearest_neighbour_captions, trivial_captions)
+from clipdiff_mini.captioners.features import SplitFeatures, load_captioning_data
+from clipdiff_mini.captioners.training import train_captioner
+
+__all__ = ["ContinuousCaptioner", "build_continuous_captioner", "continuous_caption_fn", "train_continuous",
+           "accuracy_by_objects", "error_profile", "evaluate_captions", "most_frequent_caption",
+           "nearest_neighbour_captions", "trivial_captions", "SplitFeatures", "load_captioning_data",
+           "train_captioner"]

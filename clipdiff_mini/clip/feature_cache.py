@@ -3,6 +3,7 @@
     feats = extract_features(cfg, "train")
     feats["image"]    # (N, D)    pooled image embeddings, unit length
     feats["patches"]  # (N, P, W) patch tokens (ViT) / final spatial grid (conv tower)
+    feats["grid_fine"]  # (N, P', W') the finer grid of the stage before (conv tower; ViT: = patches)
     feats["text"]     # (M, D)    caption embeddings, unit length
     feats["text_owner"]  # (M,)   row in "image" of each caption's image
     feats["image_ids"], feats["captions"]
@@ -28,7 +29,7 @@ import torch
 
 from clipdiff_mini.atomic_io import torch_save
 
-FEATURE_FORMAT = 1
+FEATURE_FORMAT = 2  # 2: adds grid_fine
 
 
 def dataset_identity(split) -> str:
@@ -57,16 +58,18 @@ def compute_features(bundle, images: torch.Tensor, captions: list[str], *, batch
     """Encode uint8 images (N, 3, H, W) and a list of captions in batches."""
     from tqdm.auto import tqdm
 
-    pooled, tokens, text = [], [], []
+    pooled, tokens, fine, text = [], [], [], []
     for i in tqdm(range(0, len(images), batch_size), desc="CLIP image features", disable=not progress):
         p, t = bundle.encode_images(images[i:i + batch_size])  # (b, D), (b, P, W)
         pooled.append(p)
         tokens.append(t.half())
+        fine.append(bundle.encode_fine_grid(images[i:i + batch_size]).half())  # (b, P', W')
     for i in tqdm(range(0, len(captions), batch_size * 4), desc="CLIP text features", disable=not progress):
         text.append(bundle.encode_texts(captions[i:i + batch_size * 4]))  # (b, D)
     d = bundle.embed_dim
     return {"image": torch.cat(pooled) if pooled else torch.zeros(0, d),
             "patches": torch.cat(tokens) if tokens else torch.zeros(0, 0, 0, dtype=torch.half),
+            "grid_fine": torch.cat(fine) if fine else torch.zeros(0, 0, 0, dtype=torch.half),
             "text": torch.cat(text) if text else torch.zeros(0, d)}
 
 
@@ -110,5 +113,6 @@ def extract_features(cfg, split, *, bundle=None, progress: bool = True, force: b
 def _unpack(stored: dict[str, Any], *, reused: bool, seconds: float, path: Path) -> dict[str, Any]:
     out = dict(stored)
     out["patches"] = stored["patches"].float()
+    out["grid_fine"] = stored["grid_fine"].float()
     out.update({"reused": reused, "seconds": seconds, "path": path, "build_seconds": stored.get("seconds")})
     return out

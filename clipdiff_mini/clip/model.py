@@ -114,6 +114,14 @@ class ClipBundle:
         return pooled.float().cpu(), tokens.float().cpu()
 
     @torch.no_grad()
+    def encode_fine_grid(self, images: torch.Tensor) -> torch.Tensor:
+        """The finer spatial grid (B, P', W') of one batch of uint8 images (`image_fine_grid`)."""
+        self.model.eval()
+        with self._autocast():
+            grid = image_fine_grid(self.model, self.preprocess(images))
+        return grid.float().cpu()
+
+    @torch.no_grad()
     def encode_texts(self, texts: Sequence[str], normalize: bool = True) -> torch.Tensor:
         """Text embeddings (B, D) of a list of captions (eval mode)."""
         if isinstance(texts, str):
@@ -142,6 +150,23 @@ def image_features_and_tokens(model: torch.nn.Module, pixels: torch.Tensor) -> t
     if tokens.ndim == 4:  # (B, C, h, w) -> (B, h*w, C)
         tokens = tokens.flatten(2).transpose(1, 2)
     return out["image_features"], tokens
+
+
+def image_fine_grid(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """A finer spatial grid than `image_features_and_tokens`' patch tokens, (B, P', W').
+
+    The ModifiedResNet's last stage sees a 64 px picture as 2 x 2 cells, too
+    coarse to keep four objects apart; the stage before it has a 4 x 4 map
+    (width 16 * vision_width), the grid a captioner can cross-attend to.
+    A ViT's last-layer patch tokens are already its finest grid: returned as they are.
+    """
+    visual = model.visual
+    if hasattr(visual, "transformer"):
+        return image_features_and_tokens(model, pixels)[1]
+    out = visual.forward_intermediates(pixels, indices=2, intermediates_only=True, normalize_intermediates=True,
+                                       output_fmt="NCHW")
+    fmap = out["image_intermediates"][0]  # (B, C, h, w) of the stage before the last
+    return fmap.flatten(2).transpose(1, 2)  # (B, h*w, C)
 
 
 # ---- scratch model -----------------------------------------------------------------

@@ -1,0 +1,187 @@
+"""Ablation tables rerun on the embedded dataset, one trained model per row.
+
+    python -m clipdiff_mini.captioners.ablations clip_diffusionlm --profile laptop
+    python -m clipdiff_mini.captioners.ablations clip_diffusionlm --profile ci --rows paper 5.1-add
+
+Each row is a set of config overrides on top of the profile (and of the
+table's base settings); rows that differ only in sampling settings reuse
+the trained model of the row they name. Every row is scored on **val**
+(the papers' ablations are on validation data) with the COCO metrics, scene
+accuracy and object recall, beside the paper's number and the two baselines.
+Results go to ``outputs/<profile>/ablations/<table>.json`` and ``.md``
+(atomically, row by row, so an interrupted run keeps its finished rows and
+a rerun skips them; trained models are checkpointed and reused too).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from clipdiff_mini.atomic_io import write_json, write_text
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    section: str  # the paper's section or "course" for the course's own levers
+    train: dict[str, Any] = field(default_factory=dict)  # overrides that change the trained model
+    sample: dict[str, Any] = field(default_factory=dict)  # overrides used only at sampling
+    paper: str = ""  # the paper's number for this setting (Flickr8k BLEU-4 for CLIP-DiffusionLM)
+    note: str = ""
+
+
+# The paper's own recipe (REFERENCE.md): regression on x0 with the certainty term, frozen word
+# vectors, no timestep input, L1, concat fusion, cosine T = 1000, lambda 0.3, five feed-back passes.
+PAPER_RECIPE = {"continuous.output": "regress", "continuous.loss": "l1", "continuous.timestep_input": False,
+                "continuous.self_condition": False, "continuous.certainty_weight": 0.3, "continuous.fusion": "concat",
+                "continuous.target": "x0", "captioner.grid": "none", "continuous.embeddings": "frozen"}
+PAPER_SAMPLING = {"continuous.sampler": "feedback", "continuous.sample_steps": 5}
+
+CLIP_DIFFUSIONLM_ROWS: tuple[Row, ...] = (
+    Row("paper", "final", PAPER_RECIPE, PAPER_SAMPLING, "0.1549", "the paper's final setting"),
+    Row("5.1-add", "5.1", {**PAPER_RECIPE, "continuous.fusion": "add"}, PAPER_SAMPLING, "0.1033",
+        "CLIP feature added to every position instead of extra tokens"),
+    Row("5.2-lambda1.0", "5.2", {**PAPER_RECIPE, "continuous.certainty_weight": 1.0}, PAPER_SAMPLING, "0.1599"),
+    Row("5.2-lambda0.5", "5.2", {**PAPER_RECIPE, "continuous.certainty_weight": 0.5}, PAPER_SAMPLING, "0.1614"),
+    Row("5.2-lambda0.2", "5.2", {**PAPER_RECIPE, "continuous.certainty_weight": 0.2}, PAPER_SAMPLING, "0.1550"),
+    Row("5.2-adaptive", "5.2", {**PAPER_RECIPE, "continuous.adaptive_certainty": True}, PAPER_SAMPLING,
+        "not reported", "lambda 0.3 rescaled by the adaptive ratio (notebook 03)"),
+    Row("5.3-guidance-w0.3", "5.3", {**PAPER_RECIPE, "continuous.cond_dropout": 0.1},
+        {**PAPER_SAMPLING, "continuous.guidance_scale": 1.3}, "0.1539", "w = s - 1"),
+    Row("5.3-guidance-w1.0", "5.3", {**PAPER_RECIPE, "continuous.cond_dropout": 0.1},
+        {**PAPER_SAMPLING, "continuous.guidance_scale": 2.0}, "0.1558", "same model as w0.3"),
+    Row("5.4-lr-constant", "5.4", {**PAPER_RECIPE, "captioner.lr_schedule": "constant"}, PAPER_SAMPLING,
+        "not reported", "no decay (the course's default decays linearly to lr_final)"),
+    Row("5.4-lr-1e-4", "5.4", {**PAPER_RECIPE, "captioner.lr": 1e-4, "captioner.lr_final": 5e-5}, PAPER_SAMPLING,
+        "not reported", "the paper's 1e-4 decaying to 5e-5"),
+    Row("5.5-x_t-100", "5.5", {**PAPER_RECIPE, "continuous.target": "x_t-n", "continuous.target_n": 100},
+        {"continuous.sampler": "feedback"}, "0.1474", "predict x_{t-100}; sampling jumps 100 steps per pass (10)"),
+    Row("5.6-passes1", "5.6", PAPER_RECIPE, {**PAPER_SAMPLING, "continuous.sample_steps": 1}, "not reported"),
+    Row("5.6-passes10", "5.6", PAPER_RECIPE, {**PAPER_SAMPLING, "continuous.sample_steps": 10}, "not reported"),
+    Row("5.6-ddim10-clamp", "5.6", PAPER_RECIPE, {"continuous.sampler": "ddim", "continuous.sample_steps": 10,
+                                                  "continuous.clamp": True}, "not reported"),
+    # the course's levers, added one at a time to the paper's recipe, then the course's recipe
+    Row("+timestep", "course", {**PAPER_RECIPE, "continuous.timestep_input": True}, PAPER_SAMPLING),
+    Row("+logits", "course", {**PAPER_RECIPE, "continuous.output": "logits"}, PAPER_SAMPLING,
+        note="word logits trained by cross-entropy, x0 = E[softmax] (CDCD)"),
+    Row("+self-cond", "course", {**PAPER_RECIPE, "continuous.self_condition": True}, PAPER_SAMPLING),
+    Row("+fine-grid", "course", {**PAPER_RECIPE, "captioner.grid": "fine"}, PAPER_SAMPLING),
+    Row("course", "course", {}, {}, note="the profile's defaults: the recipe notebook 05 trains"),
+)
+
+TABLES = {"clip_diffusionlm": CLIP_DIFFUSIONLM_ROWS}
+PAPER_METRIC = {"clip_diffusionlm": "Flickr8k BLEU-4"}
+
+
+def run_rows(table: str, profile: str, rows: list[str] | None = None, *, extra: dict | None = None,
+             progress: bool = True, out_dir=None) -> list[dict[str, Any]]:
+    """Train (or reuse) and score the rows of `table`; returns one result dict per row."""
+    from clipdiff_mini.captioners.continuous import continuous_caption_fn, train_continuous
+    from clipdiff_mini.captioners.evaluate import evaluate_captions, nearest_neighbour_captions, trivial_captions
+    from clipdiff_mini.captioners.features import load_captioning_data
+    from clipdiff_mini.config import ConfigError, get_config
+    from clipdiff_mini.evaluation.metrics import CaptionScorer
+
+    spec = TABLES[table]
+    chosen = [r for r in spec if rows is None or r.name in rows]
+    unknown = set(rows or []) - {r.name for r in spec}
+    if unknown:
+        raise ConfigError(f"unknown rows {sorted(unknown)} of table {table!r}; rows: {[r.name for r in spec]}")
+    base = get_config(profile, extra)
+    out_dir = out_dir or base.path("output_dir") / profile / "ablations"
+    json_path = out_dir / f"{table}.json"
+    done = _read_done(json_path)
+    data = load_captioning_data(base, ("train", "val"), progress=progress)
+    val = data["val"]
+    results = []
+    with CaptionScorer() as scorer:
+        for label, preds in (("most frequent caption", trivial_captions(data["train"], val)),
+                             ("nearest neighbour (CLIP)", nearest_neighbour_captions(data["train"], val))):
+            results.append({"row": label, "section": "baseline", "paper": "", "note": "no training",
+                            **evaluate_captions(preds, val, scorer=scorer)})
+        for row in chosen:
+            if row.name in done:
+                results.append(done[row.name])
+                continue
+            cfg = get_config(profile, {**(extra or {}), **row.train})
+            model, record = train_continuous(cfg, data, progress=progress)
+            scfg = get_config(profile, {**(extra or {}), **row.train, **row.sample})
+            model.ccfg = scfg.continuous  # sampling-only switches
+            fn = continuous_caption_fn(val.tokenizer, scfg.continuous.drop_repeats)
+            t0 = time.perf_counter()
+            caps = fn(model, val.condition())
+            seconds = time.perf_counter() - t0
+            preds = dict(zip(val.image_ids, caps))
+            passes = model.sample({k: v[:2] for k, v in val.condition().items()})["passes"]
+            res = {"row": row.name, "section": row.section, "paper": row.paper, "note": row.note,
+                   **evaluate_captions(preds, val, scorer=scorer), "train_seconds": round(record["train_seconds"], 1),
+                   "steps": record["steps"], "best_step": record["best"]["step"], "passes": passes,
+                   "ms_per_caption": round(1000 * seconds / len(caps), 2), "example": caps[0],
+                   "overrides": {**row.train, **row.sample}}
+            results.append(res)
+            done[row.name] = res
+            write_json(json_path, {"table": table, "profile": profile, "rows": list(done.values())})
+            if progress:
+                print(f"[ablation] {row.name}: scene accuracy {res['scene_accuracy']:.3f}, "
+                      f"object recall {res['object_recall']:.3f}, BLEU-4 {res['BLEU-4']:.3f}", flush=True)
+    write_json(json_path, {"table": table, "profile": profile, "rows": [r for r in results]})
+    write_text(out_dir / f"{table}.md", format_table(table, results))
+    return results
+
+
+def _read_done(path) -> dict[str, dict]:
+    import json
+
+    if not path.exists():
+        return {}
+    return {r["row"]: r for r in json.loads(path.read_text())["rows"] if r.get("section") != "baseline"}
+
+
+def format_table(table: str, results: list[dict[str, Any]]) -> str:
+    """A markdown table of the rows (numbers on val)."""
+    head = (f"| row | section | scene acc. | object recall | well formed | BLEU-4 | CIDEr | METEOR | ROUGE-L | "
+            f"passes | train s | paper ({PAPER_METRIC[table]}) |")
+    lines = [head, "|" + "---|" * 12]
+    for r in results:
+        def f(k, d=3):
+            v = r.get(k)
+            return "" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
+        lines.append(f"| {r['row']} | {r['section']} | {f('scene_accuracy')} | {f('object_recall')} | "
+                     f"{f('well_formed')} | {f('BLEU-4')} | {f('CIDEr')} | {f('METEOR')} | {f('ROUGE-L')} | "
+                     f"{r.get('passes', '')} | {f('train_seconds', 0)} | {r.get('paper', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from clipdiff_mini.config import PROFILES
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("table", choices=sorted(TABLES))
+    parser.add_argument("--profile", default="laptop", choices=PROFILES)
+    parser.add_argument("--rows", nargs="*", help="row names (default: all)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides for every row, e.g. captioner.train_minutes=4")
+    args = parser.parse_args(argv)
+    extra = dict(_parse_override(s) for s in args.set)
+    results = run_rows(args.table, args.profile, args.rows, extra=extra)
+    print(format_table(args.table, results))
+    return 0
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    import json
+
+    if "=" not in text:
+        raise SystemExit(f"--set expects KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

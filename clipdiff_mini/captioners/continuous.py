@@ -1,0 +1,321 @@
+"""CLIP-DiffusionLM: continuous diffusion over caption word vectors,
+conditioned on a CLIP image feature (notebook 05).
+
+A caption w = (w_1..w_L) becomes x0 = E[w] (B, L, D), a sequence of word
+vectors; the forward process of notebook 01 noises it,
+``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps``; a DistilBERT-architecture
+denoiser (transformers' `DistilBertModel`, randomly initialised, fed through
+``inputs_embeds``) reads x_t and the CLIP features and predicts the clean
+caption. Every experiment of the paper is a switch of `ContinuousConfig`:
+
+* fusion (5.1): ``"concat"`` puts the projected CLIP image feature (and in
+  training the caption's CLIP text feature, and optionally the spatial grid)
+  in front of the caption as extra tokens, each kind with its own segment
+  embedding; ``"add"`` adds the projected feature to every caption position.
+* certainty term (5.2): ``lambda * -log softmax(head(f))_w``, the rounding
+  cross-entropy of the prediction, lambda fixed or rescaled by the adaptive
+  ratio of notebook 03 (`AdaptiveRoundingWeight`).
+* classifier-free guidance (5.3): with probability ``cond_dropout`` the image
+  (and text) features are replaced by learned null vectors; sampling
+  combines ``out = out_uncond + s (out_cond - out_uncond)``.
+* target (5.5): ``"x0"``, or ``"x_t-n"``: the deterministic DDIM jump
+  ``x_s = sqrt(abar_s) x0 + sqrt(1 - abar_s) eps`` with s = max(t - n, 0)
+  and eps the noise that made x_t (eq. 12 of DDIM with eta = 0).
+* feed-back sampling (5.6): predict x0 from noise and feed it back as the
+  next input k times without re-noising; or DDIM / DDPM with the samplers of
+  notebook 02 and, optionally, the clamp of notebook 03.
+
+Levers from the literature, also switches (``REFERENCE.md``, "Making
+continuous text diffusion learn"): ``output="logits"`` predicts a word
+distribution per position, trained by cross-entropy, and the denoised vector
+is its mean embedding ``x0_hat = softmax(logits) @ E`` (CDCD's score
+interpolation); ``self_condition`` feeds the previous x0 estimate back as an
+extra input (Analog Bits); ``t_min_frac`` truncates training to the noisy
+part of the schedule; ``embed_scale`` sets the word vectors' size against
+the unit noise; frozen random word vectors cannot collapse (the paper
+freezes pretrained ones for the same reason).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from clipdiff_mini.diffusion.gaussian_diffusion import eps_from_x0, q_sample
+from clipdiff_mini.diffusion.noise_schedules import make_schedule
+from clipdiff_mini.diffusion.samplers import ddim_sample, ddpm_sample
+from clipdiff_mini.diffusion.text_diffusion import AdaptiveRoundingWeight, timestep_embedding
+from clipdiff_mini.diffusion.text_embedding import clamp_to_embeddings, nearest_tokens
+
+Tensor = torch.Tensor
+
+
+class ContinuousCaptioner(nn.Module):
+    """f(x_t, t, image) for caption vectors x_t (B, L, D); see the module docstring.
+
+    ``forward`` returns a dict with ``"x0"`` (B, L, D), the model's clean
+    caption vectors (or its x_{t-n} for ``target="x_t-n"``), and
+    ``"logits"`` (B, L, V), word logits of that prediction.
+    """
+
+    def __init__(self, vocab_size: int, max_len: int, image_dim: int, grid_dim: int, ccfg, *, width: int,
+                 layers: int, heads: int, dropout: float = 0.0, n_grid: int = 0):
+        super().__init__()
+        from transformers import DistilBertConfig, DistilBertModel
+
+        if width % heads:
+            raise ValueError(f"captioner.width={width} must be divisible by captioner.heads={heads}")
+        if ccfg.target == "x_t-n" and ccfg.output == "logits":
+            raise ValueError("continuous.target='x_t-n' predicts a noisy vector, not words: use continuous.output="
+                             "'regress' with it (the paper's setting)")
+        self.ccfg, self.max_len, self.width, self.vocab_size = ccfg, max_len, width, vocab_size
+        D = ccfg.embed_dim
+        self.sched = make_schedule(ccfg.schedule, ccfg.timesteps)
+        # Word vectors: rows rescaled to rms embed_scale per coordinate, so their size against the unit noise
+        # is a parameter and cannot drift (the collapse of notebook 03 needs the rows to shrink or merge).
+        self.embedding = nn.Embedding(vocab_size, D)
+        nn.init.normal_(self.embedding.weight)
+        self.embedding.weight.requires_grad_(ccfg.embeddings == "learned")
+        in_dim = 2 * D if ccfg.self_condition else D
+        self.up = nn.Sequential(nn.Linear(in_dim, width), nn.Tanh(), nn.Linear(width, width))
+        self.time = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        # CLIP features -> width; null vectors replace them for guidance (cond_dropout)
+        self.image_proj = nn.Linear(image_dim, width)
+        self.text_proj = nn.Linear(image_dim, width)  # the CLIP text feature lives in the same joint space
+        self.use_grid = ccfg.fusion == "concat" and n_grid > 0  # "add" fusion has no place for a grid
+        self.grid_proj = nn.Linear(grid_dim, width) if self.use_grid else None
+        self.null_image = nn.Parameter(torch.zeros(image_dim))
+        self.null_grid = nn.Parameter(torch.zeros(grid_dim)) if self.use_grid else None
+        self.n_prefix = (2 + (n_grid if self.use_grid else 0)) if ccfg.fusion == "concat" else 0
+        self.segment = nn.Embedding(4, width)  # 0 caption, 1 image, 2 text, 3 grid
+        config = DistilBertConfig(vocab_size=1, dim=width, n_layers=layers, n_heads=heads, hidden_dim=4 * width,
+                                  max_position_embeddings=self.n_prefix + max_len, dropout=dropout,
+                                  attention_dropout=dropout)
+        self.encoder = DistilBertModel(config)
+        self.out_norm = nn.LayerNorm(width)
+        if ccfg.output == "logits":
+            self.head = nn.Linear(width, vocab_size)
+        else:
+            self.head = nn.Linear(width, D)
+        self.rounding_weight = AdaptiveRoundingWeight(ccfg.certainty_weight, ccfg.adaptive_certainty)
+
+    # ---- word vectors -----------------------------------------------------------------------
+    @property
+    def E(self) -> Tensor:
+        """The word vectors (V, D), each row of rms `embed_scale` per coordinate."""
+        w = self.embedding.weight
+        return self.ccfg.embed_scale * w * torch.rsqrt(w.pow(2).mean(-1, keepdim=True) + 1e-8)
+
+    def embed(self, ids: Tensor) -> Tensor:
+        return F.embedding(ids, self.E)  # (B, L, D)
+
+    def word_logits(self, x: Tensor) -> Tensor:
+        """Tied rounding head for vectors x (..., D): logits -||x - e_v||^2 (up to a per-row constant)."""
+        E = self.E
+        return 2 * x @ E.t() - (E * E).sum(-1)  # (..., V)
+
+    # ---- the denoiser -----------------------------------------------------------------------
+    def forward(self, x_t: Tensor, t: Tensor, image: Tensor, grid: Tensor | None = None, text: Tensor | None = None,
+                x0_prev: Tensor | None = None, drop: Tensor | None = None) -> dict[str, Tensor]:
+        """x_t (B, L, D), t (B,), image (B, Di), grid (B, P, Dg), text (B, Di) or None;
+        x0_prev (B, L, D) self-conditioning input (None: zeros); drop (B,) bool: use the null image."""
+        B, L, _ = x_t.shape
+        if drop is not None and drop.any():
+            image = torch.where(drop[:, None], self.null_image.expand_as(image), image)
+            if text is not None:
+                text = torch.where(drop[:, None], self.null_image.expand_as(text), text)
+            if grid is not None and self.use_grid:
+                grid = torch.where(drop[:, None, None], self.null_grid.expand_as(grid), grid)
+        if self.ccfg.self_condition:
+            prev = x0_prev if x0_prev is not None else torch.zeros_like(x_t)
+            x_in = torch.cat([x_t, prev], dim=-1)  # (B, L, 2D)
+        else:
+            x_in = x_t
+        h = self.up(x_in) + self.segment.weight[0]  # (B, L, W)
+        if self.ccfg.timestep_input:
+            h = h + self.time(timestep_embedding(t, self.width))[:, None, :]
+        img = self.image_proj(image)  # (B, W)
+        txt = self.text_proj(text if text is not None else image)  # at sampling the image stands in (joint space)
+        if self.ccfg.fusion == "add":
+            h = h + img[:, None, :] + txt[:, None, :]
+        else:
+            prefix = [img[:, None] + self.segment.weight[1], txt[:, None] + self.segment.weight[2]]
+            if self.use_grid:
+                prefix.append(self.grid_proj(grid) + self.segment.weight[3])  # (B, P, W)
+            h = torch.cat(prefix + [h], dim=1)  # (B, n_prefix + L, W)
+        h = self.encoder(inputs_embeds=h).last_hidden_state[:, self.n_prefix:]  # (B, L, W)
+        out = self.head(self.out_norm(h))
+        if self.ccfg.output == "logits":
+            logits = out  # (B, L, V)
+            x0 = torch.softmax(logits, -1) @ self.E  # (B, L, D): mean word vector (score interpolation)
+        else:
+            x0 = out  # (B, L, D)
+            logits = self.word_logits(x0)
+        return {"x0": x0, "logits": logits}
+
+    # ---- training ---------------------------------------------------------------------------
+    def sample_t(self, n: int, generator: torch.Generator | None = None, device=None) -> Tensor:
+        T = self.sched.T
+        lo = max(1, int(math.ceil(self.ccfg.t_min_frac * T)))
+        return torch.randint(lo, T + 1, (n,), generator=generator, device=device)
+
+    def target(self, x0: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """What the network is trained to output: x0, or the DDIM jump x_{t-n} (see module docstring)."""
+        if self.ccfg.target == "x0":
+            return x0
+        s = (t - self.ccfg.target_n).clamp(min=0)
+        ab_s = self.sched.alpha_bar.to(x0.device)[s].to(x0.dtype)[:, None, None]  # (B, 1, 1)
+        eps = eps_from_x0(self.sched, x_t, t, x0)
+        return ab_s.sqrt() * x0 + (1 - ab_s).sqrt() * eps
+
+    def loss(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
+        """The training loss on a batch {"ids" (B, L), "image", "grid", "text"}; returns (loss, logs)."""
+        ids = batch["ids"]
+        B = ids.shape[0]
+        dev = ids.device
+        x0 = self.embed(ids)  # (B, L, D)
+        t = self.sample_t(B, generator, dev)  # (B,)
+        x_t = q_sample(self.sched, x0, t, torch.randn(x0.shape, generator=generator, device=dev))
+        drop = torch.rand(B, generator=generator, device=dev) < self.ccfg.cond_dropout
+        text = batch.get("text") if self.ccfg.text_feature else None
+        args = dict(image=batch["image"], grid=batch.get("grid"), text=text, drop=drop)
+        x0_prev = None
+        if self.ccfg.self_condition:
+            # half of the steps first predict without a hint and feed that (detached) estimate back
+            use = torch.rand(B, generator=generator, device=dev) < 0.5
+            if use.any():
+                with torch.no_grad():
+                    first = self(x_t, t, **args)["x0"]
+                x0_prev = torch.where(use[:, None, None], first, torch.zeros_like(first))
+        out = self(x_t, t, x0_prev=x0_prev, **args)
+        ce = F.cross_entropy(out["logits"].reshape(-1, self.vocab_size), ids.reshape(-1))
+        logs = {"ce": ce.item()}
+        if self.ccfg.output == "logits":
+            loss = ce
+        else:
+            target = self.target(x0.detach() if self.ccfg.embeddings == "frozen" else x0, x_t, t)
+            diff = out["x0"] - target
+            reg = diff.abs().mean() if self.ccfg.loss == "l1" else diff.pow(2).mean()
+            lam = self.rounding_weight(reg.item(), ce.item())
+            loss = reg + lam * ce
+            logs.update(reg=reg.item(), certainty_weight=lam)
+        logs["loss"] = loss.item()
+        return loss, logs
+
+    # ---- sampling ---------------------------------------------------------------------------
+    def _guided(self, x: Tensor, t: Tensor, cond: dict, x0_prev: Tensor | None, scale: float) -> dict[str, Tensor]:
+        out = self(x, t, image=cond["image"], grid=cond.get("grid"), x0_prev=x0_prev)
+        if scale == 1.0:
+            return out
+        drop = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        un = self(x, t, image=cond["image"], grid=cond.get("grid"), x0_prev=x0_prev, drop=drop)
+        key = "logits" if self.ccfg.output == "logits" else "x0"
+        mixed = un[key] + scale * (out[key] - un[key])
+        if key == "logits":
+            return {"logits": mixed, "x0": torch.softmax(mixed, -1) @ self.E}
+        return {"x0": mixed, "logits": self.word_logits(mixed)}
+
+    @torch.no_grad()
+    def sample(self, cond: dict[str, Tensor], *, sampler: str | None = None, steps: int | None = None,
+               clamp: bool | None = None, guidance_scale: float | None = None,
+               generator: torch.Generator | None = None, trajectory: bool = False) -> dict[str, Any]:
+        """Caption ids for the pictures of `cond` {"image" (B, Di), "grid" (B, P, Dg)}.
+
+        Returns {"ids" (B, L), "passes": network passes per caption, and with
+        `trajectory` "trajectory": [(t, ids (B, L))] of the rounded x0 estimate
+        at every network call}.
+        """
+        c = self.ccfg
+        sampler = sampler or c.sampler
+        steps = steps or c.sample_steps
+        clamp = c.clamp if clamp is None else clamp
+        scale = c.guidance_scale if guidance_scale is None else guidance_scale
+        B = cond["image"].shape[0]
+        dev = cond["image"].device
+        shape = (B, self.max_len, c.embed_dim)
+        E = self.E
+        state: dict[str, Any] = {"prev": None, "calls": 0, "traj": []}
+
+        def model_x0(x: Tensor, t: Tensor) -> Tensor:
+            out = self._guided(x, t, cond, state["prev"], scale)
+            x0 = clamp_to_embeddings(out["x0"], E) if clamp else out["x0"]
+            state["prev"] = x0 if c.self_condition else None
+            state["calls"] += 1
+            if trajectory:
+                state["traj"].append((int(t[0]), out["logits"].argmax(-1).cpu()))
+            state["last_logits"] = out["logits"]
+            return out["x0"]  # the samplers clamp through clamp_fn themselves
+
+        clamp_fn = (lambda v: clamp_to_embeddings(v, E)) if clamp else None
+        if c.target == "x_t-n":
+            x = torch.randn(shape, generator=generator, device=dev)
+            t = self.sched.T
+            while t > 0:
+                x = model_x0(x, torch.full((B,), t, device=dev, dtype=torch.long))
+                t = max(t - c.target_n, 0)
+            final = x
+        elif sampler == "feedback":
+            # paper 5.6: x0 predicted from noise, then fed back as the input `steps - 1` more times
+            x = torch.randn(shape, generator=generator, device=dev)
+            T = self.sched.T
+            for k in range(steps):
+                t = max(1, round(T * (1 - k / steps)))  # with a timestep input: the pass's nominal noise level
+                x = model_x0(x, torch.full((B,), t, device=dev, dtype=torch.long))
+                if clamp:
+                    x = clamp_to_embeddings(x, E)
+            final = x
+        elif sampler == "ddim":
+            final = ddim_sample(model_x0, self.sched, shape, timesteps=steps, prediction="x0", clamp_fn=clamp_fn,
+                                generator=generator, progress=False, device=dev)
+        elif sampler == "ddpm":
+            final = ddpm_sample(model_x0, self.sched, shape, prediction="x0", clamp_fn=clamp_fn,
+                                generator=generator, progress=False, device=dev)
+        else:
+            raise ValueError(f"continuous.sampler={sampler!r}; allowed: 'feedback', 'ddim', 'ddpm'")
+        if c.output == "logits" and c.target == "x0":
+            ids = state["last_logits"].argmax(-1)  # the last prediction's most likely words
+        else:
+            ids = nearest_tokens(final, E)  # (B, L) rounding
+        out = {"ids": ids, "passes": state["calls"]}
+        if trajectory:
+            out["trajectory"] = state["traj"]
+        return out
+
+
+# ---- building, captioning, training ---------------------------------------------------------
+def build_continuous_captioner(cfg, train) -> ContinuousCaptioner:
+    """The model `cfg` describes, sized for the features and vocabulary of `train` (a `SplitFeatures`)."""
+    c = cfg.captioner
+    return ContinuousCaptioner(train.tokenizer.vocab_size, train.ids.shape[1], train.image.shape[1],
+                               train.grid.shape[2], cfg.continuous, width=c.width, layers=c.layers, heads=c.heads,
+                               dropout=c.dropout, n_grid=train.grid.shape[1])
+
+
+def continuous_caption_fn(tokenizer, drop_repeats: bool = True, **sample_kw):
+    """caption_fn(model, cond) -> captions, for the training loop's validation and for evaluation."""
+    from clipdiff_mini.captioners.decoding import decode_captions
+
+    def caption(model, cond):
+        dev = next(model.parameters()).device
+        cond = {k: v.to(dev) for k, v in cond.items()}
+        return decode_captions(model.sample(cond, **sample_kw)["ids"], tokenizer, drop_repeats=drop_repeats)
+
+    return caption
+
+
+def train_continuous(cfg, data, *, progress: bool = True, resume: bool = True, name: str = "clip_diffusionlm"):
+    """Build and train CLIP-DiffusionLM on data["train"], choosing weights on data["val"].
+    Returns (model, training record) (see `clipdiff_mini.captioners.training.train_captioner`)."""
+    from dataclasses import asdict
+
+    from clipdiff_mini.captioners.training import train_captioner
+
+    torch.manual_seed(cfg.seed)
+    model = build_continuous_captioner(cfg, data["train"])
+    record = train_captioner(model, data["train"], data["val"], cfg, name=name,
+                             caption_fn=continuous_caption_fn(data["train"].tokenizer, cfg.continuous.drop_repeats),
+                             key_extra={"continuous": asdict(cfg.continuous)}, progress=progress, resume=resume)
+    return model, record

@@ -1,0 +1,75 @@
+"""Figures every captioner notebook shows: training curves, a grid of pictures
+with generated and reference captions, and a denoising trajectory."""
+from __future__ import annotations
+
+import textwrap
+from typing import Sequence
+
+import numpy as np
+
+
+def plot_training(record: dict, title: str = "", ax=None):
+    """Loss per step (smoothed) and validation scene accuracy / object recall at each check."""
+    import matplotlib.pyplot as plt
+
+    h = record["history"]
+    if ax is None:
+        _, ax = plt.subplots(1, 2, figsize=(11, 3.4))
+    loss = np.asarray(h["loss"], dtype=float)
+    k = max(1, len(loss) // 50)
+    smooth = np.convolve(loss, np.ones(k) / k, mode="valid") if len(loss) >= k else loss
+    ax[0].plot(h["step"][:len(smooth)], smooth)
+    ax[0].set(xlabel="step", ylabel="training loss", title=f"{title} loss (mean of {k} steps)")
+    steps = [v["step"] for v in h["val"]]
+    for key, label in (("scene_accuracy", "scene accuracy"), ("object_recall", "object recall"),
+                       ("well_formed", "well formed")):
+        ax[1].plot(steps, [v[key] for v in h["val"]], marker="o", label=label)
+    if record.get("best"):
+        ax[1].axvline(record["best"]["step"], color="grey", ls=":", label="kept (best on val)")
+    ax[1].set(xlabel="step", ylim=(0, 1.02), title="validation pictures")
+    ax[1].legend(fontsize=8)
+    return ax
+
+
+def caption_grid(images, generated: Sequence[str], references: Sequence[str], verdicts: Sequence[bool] | None = None,
+                 ncols: int = 4, title: str = ""):
+    """Pictures (N, 3, H, W) uint8 with the generated caption (green: all true, red: not) and one reference."""
+    import matplotlib.pyplot as plt
+
+    n = len(generated)
+    nrows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.4 * nrows))
+    for i, ax in enumerate(np.atleast_1d(axes).ravel()):
+        ax.axis("off")
+        if i >= n:
+            continue
+        ax.imshow(images[i].permute(1, 2, 0).numpy())
+        colour = "black" if verdicts is None else ("green" if verdicts[i] else "red")
+        gen = "\n".join(textwrap.wrap("gen: " + generated[i], 34))
+        ref = "\n".join(textwrap.wrap("ref: " + references[i], 34))
+        ax.set_title(gen, fontsize=8, color=colour, loc="left")
+        ax.text(0, 1.0, ref, fontsize=7, color="dimgray", transform=ax.transAxes, va="top", ha="left",
+                bbox=dict(facecolor="white", alpha=0.7, lw=0))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_trajectory_changes(trajectory, pad_id: int, ax=None, label: str = ""):
+    """Per network call: the fraction of caption positions whose rounded word changed since the
+    previous call, and the fraction that are padding. Shows when the caption settles."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.2))
+    ts = [t for t, _ in trajectory]
+    changes = [float("nan")] + [(b != a).float().mean().item() for (_, a), (_, b) in zip(trajectory, trajectory[1:])]
+    pads = [(ids == pad_id).float().mean().item() for _, ids in trajectory]
+    x = np.arange(len(ts))
+    ax.plot(x, changes, marker="o", label=f"{label} words changed".strip())
+    ax.plot(x, pads, marker=".", ls="--", label=f"{label} padding".strip())
+    ax.set_xticks(x, [str(t) for t in ts], rotation=60, fontsize=7)
+    ax.set(xlabel="network call (its timestep t)", ylabel="fraction of positions", ylim=(0, 1.02))
+    ax.legend(fontsize=8)
+    return ax

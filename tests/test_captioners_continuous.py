@@ -1,0 +1,197 @@
+"""CLIP-DiffusionLM: shapes, both fusions, guidance, x_{t-n} targets, a training
+step, and the shared training loop's resume. Features are random tensors on
+the CI dataset's captions (no CLIP needed): what is tested is the mechanics."""
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from clipdiff_mini.captioners.continuous import (ContinuousCaptioner, build_continuous_captioner,
+                                                 continuous_caption_fn)
+from clipdiff_mini.captioners.features import SplitFeatures
+from clipdiff_mini.captioners.training import lr_factor, train_captioner
+from clipdiff_mini.config import get_config
+from clipdiff_mini.data.splits import load_split
+from clipdiff_mini.data.tokenizers import WordTokenizer
+from clipdiff_mini.diffusion.noise_schedules import make_schedule
+
+from conftest import torch_generator
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def fake_split(cfg, name="train", n=None, grid_tokens=4, seed=0):
+    split = load_split(cfg, name, progress=False)
+    if n is not None:
+        split = split.subset(n)
+    tok = WordTokenizer.build(load_split(cfg, "train", progress=False).captions())
+    owner, captions = split.caption_table()
+    g = torch_generator(seed)
+    image = torch.nn.functional.normalize(torch.randn(len(split), 8, generator=g), dim=-1)
+    return SplitFeatures(name, split, image, torch.randn(len(split), grid_tokens, 6, generator=g),
+                         torch.nn.functional.normalize(torch.randn(len(captions), 8, generator=g), dim=-1),
+                         tok.batch_encode(captions, max_len=cfg.data.max_caption_len), owner, tok)
+
+
+def tiny_cfg(**over):
+    base = {"captioner.width": 16, "captioner.layers": 1, "captioner.heads": 2, "continuous.embed_dim": 8,
+            "continuous.timesteps": 50, "captioner.batch_size": 8}
+    return get_config("ci", {**base, **over})
+
+
+def batch_of(data, rows):
+    owner = data.owner[rows]
+    return {"ids": data.ids[rows], "image": data.image[owner], "grid": data.grid[owner], "text": data.text[rows]}
+
+
+@pytest.mark.parametrize("fusion", ["concat", "add"])
+@pytest.mark.parametrize("output", ["regress", "logits"])
+def test_shapes_and_fusions(fusion, output):
+    cfg = tiny_cfg(**{"continuous.fusion": fusion, "continuous.output": output})
+    data = fake_split(cfg, n=12)
+    model = build_continuous_captioner(cfg, data)
+    B, L = 3, data.ids.shape[1]
+    x = torch.randn(B, L, 8)
+    out = model(x, torch.tensor([1, 20, 50]), data.image[:B], data.grid[:B], data.text[:B])
+    assert out["x0"].shape == (B, L, 8) and out["logits"].shape == (B, L, data.tokenizer.vocab_size)
+    assert model.n_prefix == (2 + 4 if fusion == "concat" else 0)
+    # the image matters: another picture changes the prediction
+    other = model(x, torch.tensor([1, 20, 50]), data.image[3:3 + B], data.grid[3:3 + B], data.text[:B])
+    assert not torch.allclose(out["x0"], other["x0"])
+    if output == "logits":  # x0 is the mean word vector under the predicted distribution
+        torch.testing.assert_close(out["x0"], torch.softmax(out["logits"], -1) @ model.E)
+    sample = model.sample({"image": data.image[:B], "grid": data.grid[:B]}, steps=3, generator=torch_generator())
+    assert sample["ids"].shape == (B, L) and sample["passes"] == 3
+
+
+def test_add_fusion_equals_adding_the_projected_feature_by_hand():
+    cfg = tiny_cfg(**{"continuous.fusion": "add", "continuous.self_condition": False, "continuous.output": "regress",
+                      "continuous.timestep_input": False})
+    data = fake_split(cfg, n=4)
+    model = build_continuous_captioner(cfg, data).eval()
+    x = torch.randn(2, data.ids.shape[1], 8)
+    got = model(x, torch.tensor([5, 5]), data.image[:2], data.grid[:2], data.text[:2])["x0"]
+    h = model.up(x) + model.segment.weight[0] + (model.image_proj(data.image[:2]) + model.text_proj(data.text[:2]))[:, None]
+    want = model.head(model.out_norm(model.encoder(inputs_embeds=h).last_hidden_state))
+    torch.testing.assert_close(got, want)
+
+
+def test_guidance_scale_one_is_the_conditional_model_and_other_scales_mix_linearly():
+    cfg = tiny_cfg(**{"continuous.cond_dropout": 0.3, "continuous.output": "regress"})
+    data = fake_split(cfg, n=4)
+    model = build_continuous_captioner(cfg, data).eval()
+    torch.nn.init.normal_(model.null_image)  # a trained null vector differs from zeros
+    x, t = torch.randn(2, data.ids.shape[1], 8), torch.tensor([10, 30])
+    cond = {"image": data.image[:2], "grid": data.grid[:2]}
+    plain = model(x, t, image=cond["image"], grid=cond["grid"])
+    torch.testing.assert_close(model._guided(x, t, cond, None, 1.0)["x0"], plain["x0"])
+    un = model(x, t, image=cond["image"], grid=cond["grid"], drop=torch.ones(2, dtype=torch.bool))
+    assert not torch.allclose(un["x0"], plain["x0"])
+    torch.testing.assert_close(model._guided(x, t, cond, None, 2.5)["x0"], un["x0"] + 2.5 * (plain["x0"] - un["x0"]))
+
+
+def test_x_t_minus_n_target_is_the_noise_free_jump():
+    cfg = tiny_cfg(**{"continuous.target": "x_t-n", "continuous.target_n": 7, "continuous.output": "regress"})
+    data = fake_split(cfg, n=4)
+    model = build_continuous_captioner(cfg, data)
+    sched = make_schedule("cosine", 50)
+    x0, eps = torch.randn(3, 5, 8), torch.randn(3, 5, 8)
+    t = torch.tensor([3, 20, 50])
+    ab = sched.alpha_bar
+    x_t = torch.stack([math.sqrt(ab[int(k)]) * x0[i] + math.sqrt(1 - ab[int(k)]) * eps[i] for i, k in enumerate(t)])
+    got = model.target(x0, x_t, t)
+    for i, k in enumerate(t.tolist()):
+        s = max(k - 7, 0)  # by hand: same eps, the noise level of step s
+        want = math.sqrt(ab[s]) * x0[i] + math.sqrt(1 - ab[s]) * eps[i]
+        torch.testing.assert_close(got[i], want.float(), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got[0], x0[0], atol=1e-4, rtol=1e-4)  # n >= t: the target is x0 itself
+
+
+def test_x_t_minus_n_with_word_logits_is_refused():
+    with pytest.raises(ValueError, match="regress"):
+        build_continuous_captioner(tiny_cfg(**{"continuous.target": "x_t-n", "continuous.output": "logits"}),
+                                   fake_split(tiny_cfg(), n=4))
+
+
+@pytest.mark.parametrize("over", [{}, {"continuous.output": "regress", "continuous.loss": "l1",
+                                       "continuous.adaptive_certainty": True, "continuous.embeddings": "learned"}])
+def test_one_training_step_reduces_the_loss_on_a_fixed_batch(over):
+    cfg = tiny_cfg(**{"continuous.self_condition": False, **over})
+    data = fake_split(cfg, n=16)
+    torch.manual_seed(0)
+    model = build_continuous_captioner(cfg, data)
+    batch = batch_of(data, torch.arange(16))
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+
+    def fixed_loss():  # the same t and noise each time: the loss of one fixed batch
+        torch.manual_seed(1)
+        return model.loss(batch)[0]
+
+    before = fixed_loss()
+    opt.zero_grad()
+    before.backward()
+    opt.step()
+    with torch.no_grad():
+        after = fixed_loss()
+    assert after.item() < before.item()
+
+
+def test_frozen_word_vectors_have_the_stated_scale_and_do_not_train():
+    cfg = tiny_cfg(**{"continuous.embed_scale": 0.5})
+    model = build_continuous_captioner(cfg, fake_split(cfg, n=4))
+    rms = model.E.pow(2).mean(-1).sqrt()
+    torch.testing.assert_close(rms, torch.full_like(rms, 0.5))
+    assert not model.embedding.weight.requires_grad
+
+
+def test_lr_factor_warmup_then_decay_to_the_final_ratio():
+    assert lr_factor(0, 100, 10, "linear", 0.1) == pytest.approx(0.1)  # (0 + 1) / 10
+    assert lr_factor(9, 100, 10, "linear", 0.1) == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10, "linear", 0.1) == pytest.approx(1 - 0.9 * 0.5)
+    assert lr_factor(100, 100, 10, "cosine", 0.1) == pytest.approx(0.1)
+    assert lr_factor(55, 100, 10, "cosine", 0.1) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 2)))
+    assert lr_factor(70, 100, 10, "constant", 0.1) == 1.0
+
+
+def test_training_resumes_where_it_stopped_bit_identically(tmp_path, monkeypatch):
+    over = {"paths.checkpoint_dir": str(tmp_path), "captioner.train_steps": 6, "captioner.eval_every": 3,
+            "captioner.eval_images": 4, "captioner.checkpoint_every": 2, "captioner.warmup_steps": 1,
+            "continuous.sample_steps": 2}
+    cfg = tiny_cfg(**over)
+    train, val = fake_split(cfg, n=20), fake_split(cfg, "val", n=8, seed=1)
+    fn = continuous_caption_fn(train.tokenizer)
+
+    def fresh():
+        torch.manual_seed(0)
+        return build_continuous_captioner(cfg, train)
+
+    whole = fresh()
+    rec = train_captioner(whole, train, val, cfg, name="whole", caption_fn=fn, progress=False)
+    assert rec["steps"] == 6 and [v["step"] for v in rec["history"]["val"]] == [3, 6]
+    last_whole = rec["history"]["loss"]
+
+    interrupted = fresh()
+    real_loss = ContinuousCaptioner.loss
+    calls = {"n": 0}
+
+    def failing_loss(self, batch, generator=None):
+        calls["n"] += 1
+        if calls["n"] == 6:  # dies during step 5: the snapshot of step 4 survives
+            raise KeyboardInterrupt
+        return real_loss(self, batch, generator)
+
+    monkeypatch.setattr(ContinuousCaptioner, "loss", failing_loss)
+    with pytest.raises(KeyboardInterrupt):
+        train_captioner(interrupted, train, val, cfg, name="cut", caption_fn=fn, progress=False)
+    monkeypatch.setattr(ContinuousCaptioner, "loss", real_loss)
+    resumed_model = fresh()
+    rec2 = train_captioner(resumed_model, train, val, cfg, name="cut", caption_fn=fn, progress=False)
+    assert rec2["resumed"] and rec2["steps"] == 6
+    assert rec2["history"]["loss"] == last_whole  # the same losses, step for step
+    for (k, a), b in zip(whole.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b), k
+    # a finished run is loaded, not retrained
+    again = fresh()
+    rec3 = train_captioner(again, train, val, cfg, name="cut", caption_fn=fn, progress=False)
+    assert rec3["resumed"] and rec3["steps"] == 6 and len(rec3["history"]["loss"]) == 6
