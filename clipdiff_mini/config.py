@@ -171,7 +171,8 @@ class ContinuousConfig:
     embeddings: str = "frozen"  # "frozen" random unit-RMS vectors (cannot collapse) or "learned" jointly
     embed_scale: float = 1.0  # rms of a word vector relative to the unit noise
     fusion: str = "concat"  # paper 5.1: CLIP feature as extra tokens ("concat") or added to every position ("add")
-    text_feature: bool = True  # in training, also condition on the caption's CLIP text feature (the paper does)
+    text_feature: bool = False  # in training, also condition on the caption's CLIP text feature (the paper does;
+    # it holds the very caption being denoised, and at sampling only the image feature can stand in for it)
     output: str = "logits"  # "regress": f predicts x0 (paper); "logits": f predicts word logits, x0 = E[softmax] (CDCD)
     loss: str = "l2"  # paper: L1 in code, L2 in the text (regression on x0)
     certainty_weight: float = 0.3  # paper 5.2: lambda on the rounding ("certainty") cross-entropy

@@ -152,6 +152,10 @@ def test_lr_factor_warmup_then_decay_to_the_final_ratio():
     assert lr_factor(100, 100, 10, "cosine", 0.1) == pytest.approx(0.1)
     assert lr_factor(55, 100, 10, "cosine", 0.1) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 2)))
     assert lr_factor(70, 100, 10, "constant", 0.1) == 1.0
+    # a wall-clock budget further along than the steps decays by the time spent
+    assert lr_factor(20, 100, 10, "linear", 0.1, time_fraction=0.5) == pytest.approx(1 - 0.9 * 0.5)
+    assert lr_factor(20, 100, 10, "linear", 0.1, time_fraction=1.0) == pytest.approx(0.1)
+    assert lr_factor(55, 100, 10, "linear", 0.1, time_fraction=0.1) == pytest.approx(1 - 0.9 * 0.5)
 
 
 def test_training_resumes_where_it_stopped_bit_identically(tmp_path, monkeypatch):

@@ -34,10 +34,12 @@ class Row:
 
 
 # The paper's own recipe (REFERENCE.md): regression on x0 with the certainty term, frozen word
-# vectors, no timestep input, L1, concat fusion, cosine T = 1000, lambda 0.3, five feed-back passes.
+# vectors, no timestep input, L1, concat fusion with the caption's CLIP text feature in training, cosine
+# T = 1000, lambda 0.3, five feed-back passes.
 PAPER_RECIPE = {"continuous.output": "regress", "continuous.loss": "l1", "continuous.timestep_input": False,
                 "continuous.self_condition": False, "continuous.certainty_weight": 0.3, "continuous.fusion": "concat",
-                "continuous.target": "x0", "captioner.grid": "none", "continuous.embeddings": "frozen"}
+                "continuous.target": "x0", "captioner.grid": "none", "continuous.embeddings": "frozen",
+                "continuous.text_feature": True}
 PAPER_SAMPLING = {"continuous.sampler": "feedback", "continuous.sample_steps": 5}
 
 CLIP_DIFFUSIONLM_ROWS: tuple[Row, ...] = (
@@ -69,6 +71,8 @@ CLIP_DIFFUSIONLM_ROWS: tuple[Row, ...] = (
         note="word logits trained by cross-entropy, x0 = E[softmax] (CDCD)"),
     Row("+self-cond", "course", {**PAPER_RECIPE, "continuous.self_condition": True}, PAPER_SAMPLING),
     Row("+fine-grid", "course", {**PAPER_RECIPE, "captioner.grid": "fine"}, PAPER_SAMPLING),
+    Row("-text-feature", "course", {**PAPER_RECIPE, "continuous.text_feature": False}, PAPER_SAMPLING,
+        note="no caption CLIP feature in training (at sampling the image stands in for it)"),
     Row("course", "course", {}, {}, note="the profile's defaults: the recipe notebook 05 trains"),
 )
 

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 import torch
 
+from clipdiff_mini.captioners.features import SplitFeatures
 from clipdiff_mini.data.scenes import Scene
 from clipdiff_mini.evaluation.metrics import CaptionScorer
 from clipdiff_mini.evaluation.scene_judge import judge_caption, scene_accuracy
@@ -109,7 +110,8 @@ def accuracy_by_objects(predictions: Mapping[int, str], split) -> dict[int, floa
 # ---- baselines ----------------------------------------------------------------------------
 def most_frequent_caption(train) -> str:
     """The caption written most often in the training split (ties: the first seen)."""
-    return Counter(train.split.captions() if hasattr(train, "split") else train.captions()).most_common(1)[0][0]
+    split = train.split if isinstance(train, SplitFeatures) else train  # a SplitFeatures or a CaptionSplit
+    return Counter(split.captions()).most_common(1)[0][0]
 
 
 def trivial_captions(train, split) -> dict[int, str]:

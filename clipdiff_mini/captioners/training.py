@@ -38,14 +38,17 @@ from clipdiff_mini.evaluation.scene_judge import scene_accuracy
 CHECKPOINT_FORMAT = 1
 
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str, final_ratio: float) -> float:
+def lr_factor(step: int, total: int, warmup: int, schedule: str, final_ratio: float,
+              time_fraction: float = 0.0) -> float:
     """Multiplier of the base learning rate at `step` (0-based): linear warm-up, then
-    constant, linear or cosine decay from 1 to `final_ratio` at `total` steps."""
+    constant, linear or cosine decay from 1 to `final_ratio` at `total` steps, or earlier
+    when `time_fraction` (elapsed / wall-clock budget) is further along: a run stopped by
+    its time budget still ends with a decayed learning rate."""
     if warmup and step < warmup:
         return (step + 1) / warmup
     if schedule == "constant" or total <= warmup:
         return 1.0
-    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    p = min(1.0, max((step - warmup) / max(1, total - warmup), time_fraction))
     if schedule == "linear":
         return 1.0 - (1.0 - final_ratio) * p
     if schedule == "cosine":
@@ -151,7 +154,8 @@ def train_captioner(model, train, val, cfg, *, name: str, caption_fn: Callable, 
     while not state["done"] and state["step"] < c.train_steps and time.perf_counter() - t0 < budget:
         step = state["step"]
         for g in opt.param_groups:
-            g["lr"] = c.lr * lr_factor(step, c.train_steps, c.warmup_steps, c.lr_schedule, c.lr_final / c.lr)
+            g["lr"] = c.lr * lr_factor(step, c.train_steps, c.warmup_steps, c.lr_schedule, c.lr_final / c.lr,
+                                       (time.perf_counter() - t0) / budget)
         rows = torch.randint(0, n_rows, (c.batch_size,), generator=gen)
         loss, logs = model.loss(make_batch(train, rows, device), generator=None)
         opt.zero_grad(set_to_none=True)
