@@ -149,3 +149,27 @@ def test_pretrained_weights_offline_give_a_clear_error(tmp_path, monkeypatch):
     assert "network" in msg and "'clip.source': 'scratch'" in msg and "ViT-B-32/openai" in msg
     with pytest.raises(ValueError, match="known tags"):
         load_pretrained_clip(get_config("ci", {"clip.source": "pretrained", "clip.pretrained_tag": "nope"}))
+
+
+@pytest.mark.parametrize("tower", ["resnet", "vit"])
+def test_fine_grid_is_the_stage_before_the_last(tower):
+    from clipdiff_mini.clip.model import image_fine_grid
+
+    cfg, tok, arch, bundle = tiny(tower)
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    grid = bundle.encode_fine_grid(images)
+    visual = bundle.model.visual
+    with torch.no_grad():
+        pixels = bundle.preprocess(images)
+        if tower == "resnet":  # by hand: stem and the first three stages of open_clip's ModifiedResNet
+            x = visual.stem(pixels) if hasattr(visual, "stem") else None
+            if x is None:
+                x = visual.act3(visual.bn3(visual.conv3(visual.act2(visual.bn2(visual.conv2(
+                    visual.act1(visual.bn1(visual.conv1(pixels)))))))))
+                x = visual.avgpool(x)
+            x = visual.layer3(visual.layer2(visual.layer1(x)))  # (B, 16 w, 4, 4) at 64 px
+            want = x.flatten(2).transpose(1, 2)
+            assert grid.shape == (2, 16, 16 * 8)
+        else:  # a ViT's finest grid is its last layer's patch tokens
+            want = image_features_and_tokens(bundle.model, pixels)[1]
+    torch.testing.assert_close(grid, want.float(), atol=1e-5, rtol=1e-4)
