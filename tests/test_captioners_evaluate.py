@@ -88,3 +88,21 @@ def test_decoding_helpers():
     rows = trajectory_rows(traj, tok, 0, n_rows=3)
     assert [t for t, _ in rows] == [100, 40, 1] or [t for t, _ in rows][0::2] == [100, 1]
     assert rows[0][1].startswith("[BOS] a red circle [EOS]")
+
+
+@pytest.mark.parametrize("grid,shape", [("fine", (6, 16, 4)), ("coarse", (6, 4, 8)), ("none", (6, 0, 8))])
+def test_from_features_picks_the_grid_and_encodes_captions(grid, shape):
+    from clipdiff_mini.captioners.features import from_features
+
+    cfg = get_config("ci")
+    split = load_split(cfg, "val", progress=False).subset(6)
+    tok = WordTokenizer.build(split.captions())
+    owner, caps = split.caption_table()
+    feats = {"image": torch.randn(6, 5), "patches": torch.randn(6, 4, 8), "grid_fine": torch.randn(6, 16, 4),
+             "text": torch.randn(len(caps), 5)}
+    sf = from_features("val", split, feats, tok, 24, grid)
+    assert tuple(sf.grid.shape) == shape
+    assert sf.ids.shape == (len(caps), 24) and tok.decode(sf.ids[7]) == caps[7].lower().rstrip(".")
+    assert sf.owner.tolist() == [i for i in range(6) for _ in split.records[i].captions]
+    with pytest.raises(ValueError, match="do not match"):
+        from_features("val", split, {**feats, "text": feats["text"][:-1]}, tok, 24, grid)
