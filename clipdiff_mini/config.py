@@ -45,7 +45,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "continuous.target": ("x0", "x_t-n"),
     "continuous.output": ("regress", "logits"),
     "continuous.loss": ("l1", "l2"),
-    "continuous.embeddings": ("frozen", "learned"),
+    "continuous.embeddings": ("frozen", "pretrained", "learned"),
     "continuous.sampler": ("feedback", "ddim", "ddpm"),
 }
 
@@ -168,7 +168,8 @@ class ContinuousConfig:
     """CLIP-DiffusionLM (notebook 05): every experiment of the paper is one of these switches."""
 
     embed_dim: int = 64  # word-vector size of the diffusion space
-    embeddings: str = "frozen"  # "frozen" random unit-RMS vectors (cannot collapse) or "learned" jointly
+    embeddings: str = "frozen"  # "frozen" random vectors (cannot collapse), "pretrained" (BERT-family, frozen:
+    # the paper; offline MiniLM, D = 384, or data.bert_name) or "learned" jointly
     embed_scale: float = 1.0  # rms of a word vector relative to the unit noise
     fusion: str = "concat"  # paper 5.1: CLIP feature as extra tokens ("concat") or added to every position ("add")
     text_feature: bool = False  # in training, also condition on the caption's CLIP text feature (the paper does;
@@ -312,6 +313,7 @@ _PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
         "captioner.eval_images": 500,
         "captioner.checkpoint_every": 1000,
         "continuous.embed_dim": 128,
+        "continuous.embeddings": "pretrained",  # DistilBERT's word embeddings, frozen (the paper)
     },
 }
 

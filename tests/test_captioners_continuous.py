@@ -199,3 +199,26 @@ def test_training_resumes_where_it_stopped_bit_identically(tmp_path, monkeypatch
     again = fresh()
     rec3 = train_captioner(again, train, val, cfg, name="cut", caption_fn=fn, progress=False)
     assert rec3["resumed"] and rec3["steps"] == 6 and len(rec3["history"]["loss"]) == 6
+
+
+def test_pretrained_word_vectors_are_the_bert_rows_of_each_word():
+    from safetensors.torch import load_file
+
+    from clipdiff_mini.captioners.continuous import pretrained_word_vectors
+    from clipdiff_mini.data.tokenizers import bert_vocab_dir
+
+    tok = WordTokenizer.build(["a red circle", "an orange triangle"])
+    vecs = pretrained_word_vectors(tok)
+    weights = load_file(str(bert_vocab_dir() / "model.safetensors"))
+    table = next(v for k, v in weights.items() if k.endswith("word_embeddings.weight"))  # (30522, 384)
+    vocab = (bert_vocab_dir() / "vocab.txt").read_text().split("\n")
+    assert vecs.shape == (tok.vocab_size, table.shape[1])
+    for word in ("red", "circle", "orange"):  # single word pieces: exactly their row
+        torch.testing.assert_close(vecs[tok.itos.index(word)], table[vocab.index(word)])
+    torch.testing.assert_close(vecs[tok.eos_id], table[vocab.index("[SEP]")])
+    cfg = tiny_cfg(**{"continuous.embeddings": "pretrained"})
+    data = fake_split(cfg, n=4)
+    model = build_continuous_captioner(cfg, data)
+    assert model.embed_dim == table.shape[1] and not model.embedding.weight.requires_grad
+    out = model.sample({"image": data.image[:2], "grid": data.grid[:2]}, steps=2)
+    assert out["ids"].shape == (2, data.ids.shape[1])

@@ -33,12 +33,12 @@ class Row:
     note: str = ""
 
 
-# The paper's own recipe (REFERENCE.md): regression on x0 with the certainty term, frozen word
+# The paper's own recipe (REFERENCE.md): regression on x0 with the certainty term, frozen pretrained word
 # vectors, no timestep input, L1, concat fusion with the caption's CLIP text feature in training, cosine
 # T = 1000, lambda 0.3, five feed-back passes.
 PAPER_RECIPE = {"continuous.output": "regress", "continuous.loss": "l1", "continuous.timestep_input": False,
                 "continuous.self_condition": False, "continuous.certainty_weight": 0.3, "continuous.fusion": "concat",
-                "continuous.target": "x0", "captioner.grid": "none", "continuous.embeddings": "frozen",
+                "continuous.target": "x0", "captioner.grid": "none", "continuous.embeddings": "pretrained",
                 "continuous.text_feature": True}
 PAPER_SAMPLING = {"continuous.sampler": "feedback", "continuous.sample_steps": 5}
 

@@ -32,8 +32,10 @@ is its mean embedding ``x0_hat = softmax(logits) @ E`` (CDCD's score
 interpolation); ``self_condition`` feeds the previous x0 estimate back as an
 extra input (Analog Bits); ``t_min_frac`` truncates training to the noisy
 part of the schedule; ``embed_scale`` sets the word vectors' size against
-the unit noise; frozen random word vectors cannot collapse (the paper
-freezes pretrained ones for the same reason).
+the unit noise; frozen word vectors cannot collapse (the paper freezes
+pretrained ones for the same reason): ``embeddings="frozen"`` draws random
+ones, ``"pretrained"`` copies a BERT-family model's (offline: the MiniLM
+package the course installs), ``"learned"`` trains them with the model.
 """
 from __future__ import annotations
 
@@ -62,7 +64,8 @@ class ContinuousCaptioner(nn.Module):
     """
 
     def __init__(self, vocab_size: int, max_len: int, image_dim: int, grid_dim: int, ccfg, *, width: int,
-                 layers: int, heads: int, dropout: float = 0.0, n_grid: int = 0):
+                 layers: int, heads: int, dropout: float = 0.0, n_grid: int = 0,
+                 word_vectors: Tensor | None = None):
         super().__init__()
         from transformers import DistilBertConfig, DistilBertModel
 
@@ -76,9 +79,14 @@ class ContinuousCaptioner(nn.Module):
         self.sched = make_schedule(ccfg.schedule, ccfg.timesteps)
         # Word vectors: rows rescaled to rms embed_scale per coordinate, so their size against the unit noise
         # is a parameter and cannot drift (the collapse of notebook 03 needs the rows to shrink or merge).
-        self.embedding = nn.Embedding(vocab_size, D)
-        nn.init.normal_(self.embedding.weight)
-        self.embedding.weight.requires_grad_(ccfg.embeddings == "learned")
+        if word_vectors is not None:  # pretrained vectors (V, D'), frozen: their width sets D
+            D = word_vectors.shape[1]
+            self.embedding = nn.Embedding.from_pretrained(word_vectors.float().clone(), freeze=True)
+        else:
+            self.embedding = nn.Embedding(vocab_size, D)
+            nn.init.normal_(self.embedding.weight)
+            self.embedding.weight.requires_grad_(ccfg.embeddings == "learned")
+        self.embed_dim = D
         in_dim = 2 * D if ccfg.self_condition else D
         self.up = nn.Sequential(nn.Linear(in_dim, width), nn.Tanh(), nn.Linear(width, width))
         self.time = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
@@ -235,7 +243,7 @@ class ContinuousCaptioner(nn.Module):
         scale = c.guidance_scale if guidance_scale is None else guidance_scale
         B = cond["image"].shape[0]
         dev = cond["image"].device
-        shape = (B, self.max_len, c.embed_dim)
+        shape = (B, self.max_len, self.embed_dim)
         E = self.E
         state: dict[str, Any] = {"prev": None, "calls": 0, "traj": []}
 
@@ -286,12 +294,41 @@ class ContinuousCaptioner(nn.Module):
 
 
 # ---- building, captioning, training ---------------------------------------------------------
+def pretrained_word_vectors(tokenizer, bert_name: str = "") -> Tensor:
+    """Word vectors (V, D) of `tokenizer`'s vocabulary from a pretrained BERT-family model's input
+    embedding table: the offline MiniLM package (``bert_name`` empty, D = 384) or a hub model such as
+    ``distilbert-base-uncased`` (D = 768, needs network). A word of the course's word tokenizer that
+    BERT splits into pieces gets the mean of its pieces' vectors; [BOS]/[EOS] take [CLS]/[SEP].
+    (CLIP-DiffusionLM copies DistilBERT's pretrained word embeddings in and freezes them.)"""
+    from transformers import AutoModel, AutoTokenizer
+
+    from clipdiff_mini.data.tokenizers import bert_vocab_dir
+
+    source = bert_name or str(bert_vocab_dir())
+    hf_tok = AutoTokenizer.from_pretrained(source, local_files_only=not bert_name)
+    table = AutoModel.from_pretrained(source, local_files_only=not bert_name).get_input_embeddings().weight.detach()
+    if getattr(tokenizer, "kind", "") == "bert":  # same vocabulary: the rows themselves
+        if tokenizer.vocab_size != table.shape[0]:
+            raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but {source} has {table.shape[0]} rows")
+        return table.clone()
+    specials = {tokenizer.pad_id: hf_tok.pad_token_id, tokenizer.bos_id: hf_tok.cls_token_id,
+                tokenizer.eos_id: hf_tok.sep_token_id, tokenizer.mask_id: hf_tok.mask_token_id,
+                tokenizer.unk_id: hf_tok.unk_token_id}
+    rows = []
+    for i, word in enumerate(tokenizer.itos):
+        pieces = [specials[i]] if i in specials else hf_tok(word, add_special_tokens=False)["input_ids"]
+        rows.append(table[pieces].mean(0))
+    return torch.stack(rows)  # (V, D)
+
+
 def build_continuous_captioner(cfg, train) -> ContinuousCaptioner:
     """The model `cfg` describes, sized for the features and vocabulary of `train` (a `SplitFeatures`)."""
     c = cfg.captioner
+    vectors = (pretrained_word_vectors(train.tokenizer, cfg.data.bert_name)
+               if cfg.continuous.embeddings == "pretrained" else None)
     return ContinuousCaptioner(train.tokenizer.vocab_size, train.ids.shape[1], train.image.shape[1],
                                train.grid.shape[2], cfg.continuous, width=c.width, layers=c.layers, heads=c.heads,
-                               dropout=c.dropout, n_grid=train.grid.shape[1])
+                               dropout=c.dropout, n_grid=train.grid.shape[1], word_vectors=vectors)
 
 
 def continuous_caption_fn(tokenizer, drop_repeats: bool = True, **sample_kw):
