@@ -247,11 +247,16 @@ def posterior(sched: MaskSchedule, x_t: Tensor, x0: Tensor, t, V: int, mask_id: 
 
 
 # ---- the loss -------------------------------------------------------------------------
+def _upcast(logits: Tensor) -> Tensor:
+    """Half-precision logits to float32 for the softmax; float32 and float64 stay as they are."""
+    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+
+
 def carry_over_log_probs(logits: Tensor, x_t: Tensor, mask_id: int) -> Tensor:
     """MDLM's parameterisation for mask-only diffusion (log-probs (B, L, V)): [MASK] is never predicted
     (its logit is -inf) and an unmasked position predicts its own token with certainty, since under
     mask-only diffusion an unmasked x_t^l is x_0^l."""
-    logits = logits.float().clone()
+    logits = _upcast(logits).clone()
     logits[..., mask_id] = float("-inf")
     logp = torch.log_softmax(logits, -1)  # (B, L, V)
     copy = torch.full_like(logp, float("-inf")).scatter(-1, x_t.unsqueeze(-1), 0.0)  # log one-hot(x_t)
@@ -266,7 +271,7 @@ def masked_cross_entropy(logits: Tensor, x0: Tensor, x_t: Tensor, mask_id: int, 
     since an unmasked token may be a replacement); `pad_mask` (B, L) can exclude positions further.
     `weights` (B,): None gives DDCap's plain cross-entropy -log p(x_0 | x_t, y); the bound of mask-only
     diffusion uses `mask_elbo_weight(sched, t)`, which is 1/t for alphabar_t = 1 - t (MDLM eq. 10)."""
-    logp = torch.log_softmax(logits.float(), -1)  # (B, L, V)
+    logp = torch.log_softmax(_upcast(logits), -1)  # (B, L, V)
     nll = -logp.gather(-1, x0.unsqueeze(-1)).squeeze(-1)  # (B, L)
     keep = (x_t == mask_id).float() if only_masked else torch.ones_like(nll)
     if pad_mask is not None:
