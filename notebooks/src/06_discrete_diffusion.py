@@ -55,7 +55,7 @@ from clipdiff_mini.seeding import set_seed
 PROFILE = os.environ.get("CLIPDIFF_PROFILE", "laptop")  # "ci" | "laptop" | "colab"
 T_STEPS = 20  # diffusion steps of the schedules in sections 1-3 (DDCap uses 20)
 LOSS_WEIGHTING = "elbo"  # section 6: "elbo" (MDLM's 1/t-weighted bound) or "uniform" (DDCap's plain cross-entropy)
-TRAIN_STEPS = None  # section 6 training steps; None: 120 in ci, 1000 otherwise
+TRAIN_STEPS = None  # section 6 training steps; None: 120 in ci, 800 otherwise
 WIDTH = 64  # width of the small transformer (2 layers, 4 heads)
 N_SAMPLES = None  # captions sampled per sampler; None: 64 in ci, 300 otherwise
 MC_SAMPLES = None  # Monte Carlo size of the checks; None: 20,000 in ci, 100,000 otherwise
@@ -68,7 +68,7 @@ torch.set_num_threads(1)
 log = ResultLog(cfg, "06_discrete_diffusion")
 t_start = time.perf_counter()
 ci = cfg.profile == "ci"
-train_steps = TRAIN_STEPS or (120 if ci else 1000)
+train_steps = TRAIN_STEPS or (120 if ci else 800)
 n_samples = N_SAMPLES or (64 if ci else 300)
 M_MC = MC_SAMPLES or (20_000 if ci else 100_000)
 gen = torch.Generator().manual_seed(cfg.seed)
@@ -488,7 +488,7 @@ def tv_to_toy(x):
 
 
 exact_fn = lambda x, t: toy.denoise(x)  # noqa: E731  (no t: the exact denoiser does not need it)
-n_toy = 10_000 if ci else 40_000
+n_toy = 10_000 if ci else 20_000
 direct = toy.sample(n_toy, generator=gen)  # what sampling noise alone does
 rows = {"the toy itself (noise level)": (tv_to_toy(direct), len(torch.unique(direct, dim=0)), 0.0)}
 for name, kw in {"random, T = 1": dict(order="random", T=1), "random, T = 4 (= L)": dict(order="random", T=4),
