@@ -5,7 +5,7 @@ from the Hugging Face hub. Without network, huggingface_hub retries every
 request five times with back-off: about a minute of warnings before the
 course's own error message. Both loaders therefore ask first::
 
-    with hub_downloads() as hub:     # a quick check, about a second at worst
+    with hub_downloads() as hub:     # a quick check: HUB_TIMEOUT_S (3 s) at worst
         ...download or read the local cache...
         # hub.online is False: the block ran in hub offline mode (local cache only)
         # and hub.reason says why, for the error message

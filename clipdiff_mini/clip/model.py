@@ -18,7 +18,7 @@ of the course uses::
   (ViT-B-32 as in CLIP-DiffusionLM, ViT-B-16 as in DDCap) with open_clip's own
   tokenizer. Needs network the first time; without it `load_pretrained_clip`
   raises `PretrainedWeightsUnavailable`, which names the offline alternative,
-  within a second (`clipdiff_mini.hub` checks the hub before open_clip asks it;
+  within seconds (`clipdiff_mini.hub` checks the hub before open_clip asks it;
   weights already in the local cache still load offline).
 
 Patch tokens (what DDCap cross-attends to) are the last transformer layer's
@@ -319,7 +319,7 @@ def load_pretrained_clip(cfg, device: torch.device | str | None = None, cache_di
         raise ValueError(f"clip.pretrained_tag={tag!r} is not a pretrained tag of {name}; known tags: {', '.join(tags)} "
                          "(or give the path of a downloaded weights file)")
     device = torch.device(device) if device is not None else cfg.torch_device()
-    # A weights file on disk needs no hub; otherwise ask the hub first (a second at most) so that an
+    # A weights file on disk needs no hub; otherwise ask the hub first (3 s at most) so that an
     # offline machine fails at once instead of after a minute of retries (clipdiff_mini.hub).
     with (contextlib.nullcontext(HubAccess(True)) if Path(tag).is_file() else hub_downloads()) as hub:
         try:
