@@ -2,7 +2,8 @@
 models for image captioning. Its folders are the parts of the course:
 
 - core (this folder): ``config`` (profiles and parameters), ``atomic_io``
-  (crash-safe writes), ``seeding``, ``results`` (numbers the notebooks report)
+  (crash-safe writes), ``seeding``, ``results`` (numbers the notebooks report),
+  ``hub`` (downloads that fail fast offline), ``report`` (the HTML report of a run)
 - ``data/``        -- scenes, pictures, captions, splits, tokenizers (notebook 00)
 - ``diffusion/``   -- schedules, Gaussian diffusion, samplers, text embeddings
   and the text-only Diffusion-LM (notebooks 01-03); discrete diffusion (06)
@@ -21,7 +22,7 @@ __version__ = "0.1.0"
 __all__ = ["get_config", "ConfigError", "LAYERS", "__version__"]
 
 # part -> the parts it may import (besides itself). "core" is the top-level
-# modules config, atomic_io, seeding, results; "course" is the runner.
+# modules config, atomic_io, seeding, results, hub, report; "course" is the runner.
 LAYERS: dict[str, tuple[str, ...]] = {
     "core": (),
     "data": ("core",),

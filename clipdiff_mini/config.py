@@ -404,11 +404,73 @@ def _validate(cfg: Config) -> None:
         value = _get(cfg, key)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not allowed; allowed values: {', '.join(map(repr, allowed))}")
-    for section in (cfg.data, cfg.clip, cfg.diffusion, cfg.captioner, cfg.continuous):
+    for name in ("data", "clip", "diffusion", "captioner", "continuous"):
+        section = getattr(cfg, name)
         for f in dataclasses.fields(section):
             v = getattr(section, f.name)
             if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
-                raise ConfigError(f"{type(section).__name__}.{f.name}={v!r} must not be negative")
+                raise ConfigError(f"{name}.{f.name}={v!r} must not be negative")
+    for key in ("seed", "num_workers"):
+        if _get(cfg, key) < 0:
+            raise ConfigError(f"{key}={_get(cfg, key)!r} must not be negative")
+    # Sizes and counts that cannot work: caught here, next to their cause, not deep inside a training loop.
+    for key in _AT_LEAST_ONE:
+        value = _get(cfg, key)
+        if value < 1:
+            raise ConfigError(f"{key}={value!r} must be at least 1 ({_AT_LEAST_ONE[key]})")
+    if cfg.clip.init_temperature <= 0:
+        raise ConfigError(f"clip.init_temperature={cfg.clip.init_temperature!r} must be positive "
+                          "(the logit scale is log(1/temperature)); CLIP starts at 0.07, the course at 0.02")
+    for width, heads in (("clip.text_width", "clip.text_heads"), ("diffusion.denoiser_width", "diffusion.denoiser_heads")):
+        if _get(cfg, width) % _get(cfg, heads):
+            raise ConfigError(f"{width}={_get(cfg, width)} is not divisible by {heads}={_get(cfg, heads)}: "
+                              f"attention splits the width evenly over the heads; pick a multiple of {_get(cfg, heads)}")
+    if cfg.diffusion.sample_steps > cfg.diffusion.timesteps:
+        raise ConfigError(f"diffusion.sample_steps={cfg.diffusion.sample_steps} exceeds diffusion.timesteps="
+                          f"{cfg.diffusion.timesteps}: DDIM visits a subset of the T steps; use 1..{cfg.diffusion.timesteps}")
+    for key, needed, why in _caption_lengths(cfg):
+        if _get(cfg, key) < needed:
+            raise ConfigError(f"{key}={_get(cfg, key)} cannot hold {why}; use at least {needed} "
+                              "(or leave it out to keep the profile's value)")
+
+
+# "key" -> what it counts; each must be >= 1.
+_AT_LEAST_ONE = {
+    "data.n_train": "training images", "data.n_val": "validation images", "data.n_test": "test images",
+    "data.image_size": "pixels per side", "data.max_objects": "shapes per picture",
+    "data.captions_per_image": "captions per picture",
+    "clip.embed_dim": "embedding size", "clip.vision_width": "vision tower width",
+    "clip.vision_layers": "vision tower depth", "clip.vision_head_width": "attention head width",
+    "clip.vision_patch_size": "patch side in pixels", "clip.text_width": "text tower width",
+    "clip.text_layers": "text tower depth", "clip.text_heads": "attention heads",
+    "clip.train_steps": "optimizer steps", "clip.batch_size": "pictures per batch",
+    "clip.save_every": "steps between snapshots", "clip.feature_batch_size": "pictures per batch",
+    "diffusion.timesteps": "diffusion steps T", "diffusion.embed_dim": "word embedding size",
+    "diffusion.denoiser_width": "denoiser width", "diffusion.denoiser_layers": "denoiser depth",
+    "diffusion.denoiser_heads": "attention heads", "diffusion.train_steps": "optimizer steps",
+    "diffusion.batch_size": "captions per batch", "diffusion.sample_steps": "sampling steps",
+    "diffusion.toy_samples": "samples", "diffusion.mc_samples": "Monte Carlo samples",
+}
+
+# The longest caption of the embedded dataset in word tokens: caption_grammar.MAX_WORDS (20) words plus
+# [BOS] and [EOS]. Kept here because the core may not import the data part; tests/test_config.py
+# checks it against the grammar and against generated captions.
+SHAPES_LONGEST_CAPTION_TOKENS = 22
+
+
+def _caption_lengths(cfg: Config) -> list[tuple[str, int, str]]:
+    """(key, minimum, why) for the token lengths the config can check: always room for [BOS] a word
+    [EOS]; on the embedded dataset with word tokens, room for its longest caption (no silent cuts)."""
+    shapes = (f"the longest caption of the embedded dataset ({SHAPES_LONGEST_CAPTION_TOKENS} word tokens with "
+              "[BOS]/[EOS]) and would cut captions")
+    out = [("data.max_caption_len", 3, "[BOS], one word and [EOS]"),
+           ("clip.context_length", 3, "[BOS], one word and [EOS]")]
+    if cfg.data.source == "shapes":
+        if cfg.data.tokenizer == "word":
+            out.append(("data.max_caption_len", SHAPES_LONGEST_CAPTION_TOKENS, shapes))
+        if cfg.clip.source == "scratch":  # the small CLIP reads word tokens, whatever data.tokenizer says
+            out.append(("clip.context_length", SHAPES_LONGEST_CAPTION_TOKENS, shapes))
+    return out
 
 
 def _get(cfg: Config, key: str) -> Any:

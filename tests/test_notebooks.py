@@ -19,4 +19,8 @@ def test_notebook_runs_in_ci_profile(book):
     # papermill injected the profile after the parameters cell
     injected = [c for c in executed["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
     assert injected and "PROFILE = \"ci\"" in "".join(injected[0]["source"])
+    # every plt.show() in the source leaves at least one figure (image/png), as in JupyterLab
+    shows = sum("".join(c["source"]).count("plt.show()") for c in executed["cells"] if c["cell_type"] == "code")
+    images = sum("image/png" in o.get("data", {}) for c in executed["cells"] for o in c.get("outputs", []))
+    assert images >= shows and row["figures"] == images, (images, shows, row["figures"])
     print(f"{book.stem}: {row['seconds']} s")

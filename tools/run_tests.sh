@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # The test command: installs what it needs, then runs the unit tests and every
 # notebook in the CI profile (papermill inside pytest, then nbval).
+#
+# Matplotlib: tests/conftest.py sets MPLBACKEND=Agg for the unit tests; the
+# notebook kernels get the inline backend (the course runner sets it, and nbval
+# starts kernels as JupyterLab does), so executed notebooks keep their figures.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+venv="${CLIPDIFF_VENV:-$root/.venv}"
 start=$(date +%s)
 bash tools/setup.sh
-export MPLBACKEND=Agg CLIPDIFF_PROFILE=ci HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-.venv/bin/python -m pytest -q tests "$@"
+export CLIPDIFF_PROFILE=ci HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+"$venv/bin/python" -m pytest -q tests "$@"
 # nbval executes each notebook as a student would (kernel, cell by cell).
-.venv/bin/python -m pytest -q --nbval-lax -p no:cacheprovider notebooks
+"$venv/bin/python" -m pytest -q --nbval-lax -p no:cacheprovider notebooks
 echo "run_tests: total $(( $(date +%s) - start )) s"

