@@ -160,3 +160,23 @@ def test_bad_inputs_raise_clear_errors():
         default_temperature(0.0)
     with pytest.raises(ValueError, match="2-D"):
         nearest_tokens(torch.randn(3), torch.randn(3))
+
+
+def test_rounding_recovery_matches_a_hand_computed_likelihood_argmax():
+    from clipdiff_mini.diffusion.noise_schedules import make_schedule
+    from clipdiff_mini.diffusion.text_embedding import rounding_recovery
+
+    sched = make_schedule("cosine", 100)
+    E = torch.randn(7, 5, generator=torch.Generator().manual_seed(1))  # (V, D)
+    ids = torch.randint(0, 7, (40, 6), generator=torch.Generator().manual_seed(2))  # (B, L)
+    mask = torch.rand(40, 6, generator=torch.Generator().manual_seed(3)) < 0.7
+    ts = [1, 50, 90, 100]
+    got = rounding_recovery(sched, ids, E, ts, mask=mask, generator=torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(4)  # the same draws, by hand: x_t, then argmax_v log q(x_t | e_v)
+    for t, frac in zip(ts, got):
+        a = float(sched.alpha_bar[t])
+        xt = math.sqrt(a) * E[ids] + math.sqrt(1 - a) * torch.randn((40, 6, 5), generator=g)
+        loglik = -((xt[..., None, :] - math.sqrt(a) * E) ** 2).sum(-1)  # (B, L, V)
+        right = (loglik.argmax(-1) == ids) & mask
+        assert frac == pytest.approx(right.sum().item() / mask.sum().item())
+    assert got[0] == 1.0 and got[-1] < 0.5  # t = 1 is trivial, t = T near chance

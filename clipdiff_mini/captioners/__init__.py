@@ -14,11 +14,11 @@ Modules:
 from clipdiff_mini.captioners.continuous import (ContinuousCaptioner, build_continuous_captioner,
                                                  continuous_caption_fn, train_continuous)
 from clipdiff_mini.captioners.evaluate import (accuracy_by_objects, error_profile, evaluate_captions,
-                                               most_frequent_caption, nearest_neighbour_captions, trivial_captions)
+                                               generate_captions, most_frequent_caption, nearest_neighbour_captions, trivial_captions)
 from clipdiff_mini.captioners.features import SplitFeatures, load_captioning_data
 from clipdiff_mini.captioners.training import train_captioner
 
 __all__ = ["ContinuousCaptioner", "build_continuous_captioner", "continuous_caption_fn", "train_continuous",
-           "accuracy_by_objects", "error_profile", "evaluate_captions", "most_frequent_caption",
+           "accuracy_by_objects", "error_profile", "evaluate_captions", "generate_captions", "most_frequent_caption",
            "nearest_neighbour_captions", "trivial_captions", "SplitFeatures", "load_captioning_data",
            "train_captioner"]

@@ -102,7 +102,8 @@ def run_rows(table: str, profile: str, rows: list[str] | None = None, *, extra: 
              progress: bool = True, out_dir=None) -> list[dict[str, Any]]:
     """Train (or reuse) and score the rows of `table`; returns one result dict per row."""
     from clipdiff_mini.captioners.continuous import continuous_caption_fn, train_continuous
-    from clipdiff_mini.captioners.evaluate import evaluate_captions, nearest_neighbour_captions, trivial_captions
+    from clipdiff_mini.captioners.evaluate import (evaluate_captions, generate_captions, nearest_neighbour_captions,
+                                                   trivial_captions)
     from clipdiff_mini.captioners.features import load_captioning_data
     from clipdiff_mini.config import ConfigError, get_config
     from clipdiff_mini.evaluation.metrics import CaptionScorer
@@ -134,9 +135,9 @@ def run_rows(table: str, profile: str, rows: list[str] | None = None, *, extra: 
             model.ccfg = scfg.continuous  # sampling-only switches
             fn = continuous_caption_fn(val.tokenizer, scfg.continuous.drop_repeats)
             t0 = time.perf_counter()
-            caps = fn(model, val.condition())
+            preds = generate_captions(model, fn, val)
             seconds = time.perf_counter() - t0
-            preds = dict(zip(val.image_ids, caps))
+            caps = list(preds.values())
             passes = model.sample({k: v[:2] for k, v in val.condition().items()})["passes"]
             res = {"row": row.name, "section": row.section, "paper": row.paper, "note": row.note,
                    **evaluate_captions(preds, val, scorer=scorer), "train_seconds": round(record["train_seconds"], 1),

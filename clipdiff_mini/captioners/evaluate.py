@@ -19,6 +19,18 @@ from clipdiff_mini.evaluation.scene_judge import judge_caption, scene_accuracy
 HEADLINE = ("scene_accuracy", "object_recall", "well_formed", "CIDEr", "BLEU-4", "METEOR", "ROUGE-L")
 
 
+@torch.no_grad()
+def generate_captions(model, caption_fn, split, batch_size: int = 250) -> dict[int, str]:
+    """{image id: caption} for every picture of `split` (a `SplitFeatures`), in batches;
+    `caption_fn(model, cond) -> list[str]` is the captioner's (e.g. `continuous_caption_fn`)."""
+    out = {}
+    for lo in range(0, len(split), batch_size):
+        rows = torch.arange(lo, min(lo + batch_size, len(split)))
+        caps = caption_fn(model, split.condition(rows))
+        out.update({split.image_ids[int(r)]: c for r, c in zip(rows, caps)})
+    return out
+
+
 def evaluate_captions(predictions: Mapping[int, str], split, *, scorer: CaptionScorer | None = None,
                       coco: bool = True) -> dict[str, Any]:
     """Every number of the course's tables for one caption per picture of `split` (a `SplitFeatures`

@@ -32,6 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from clipdiff_mini.atomic_io import torch_save
+from clipdiff_mini.captioners.evaluate import generate_captions
 from clipdiff_mini.clip.training import peak_rss_mb
 from clipdiff_mini.evaluation.scene_judge import scene_accuracy
 
@@ -82,11 +83,7 @@ def validate(model, caption_fn: Callable, val, n_images: int, batch_size: int = 
     was = model.training
     model.eval()
     sub = val.subset(n_images)
-    preds = {}
-    for lo in range(0, len(sub), batch_size):
-        rows = torch.arange(lo, min(lo + batch_size, len(sub)))
-        caps = caption_fn(model, sub.condition(rows))
-        preds.update({sub.image_ids[int(r)]: c for r, c in zip(rows, caps)})
+    preds = generate_captions(model, caption_fn, sub, batch_size)
     model.train(was)
     acc = scene_accuracy(preds, sub.scenes())
     return {"scene_accuracy": acc["caption_all_true"], "object_recall": acc["object_recall"],

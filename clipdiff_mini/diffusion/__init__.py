@@ -19,7 +19,8 @@ from clipdiff_mini.diffusion.gaussian_diffusion import (posterior_mean_from_x0, 
 from clipdiff_mini.diffusion.noise_schedules import SCHEDULES, Schedule, make_schedule, schedule_from_config
 from clipdiff_mini.diffusion.samplers import ddim_sample, ddim_timesteps, ddpm_sample
 from clipdiff_mini.diffusion.text_embedding import (clamp_to_embeddings, default_temperature, embed_tokens,
-                                                    make_clamp_fn, nearest_tokens, rounding_nll, roundtrip_accuracy,
+                                                    make_clamp_fn, nearest_tokens, rounding_nll, rounding_recovery,
+                                                    roundtrip_accuracy,
                                                     sample_x0)
 from clipdiff_mini.diffusion.text_diffusion import (TextDiffusionLM, TextDiffusionTrainer, decode_samples,
                                                     exact_row_fraction, repeated_word_rate)
@@ -34,7 +35,7 @@ from clipdiff_mini.diffusion.masked_lm import MaskedTokenDenoiser
 __all__ = ["posterior_mean_from_x0", "predict_x0", "q_mean_variance", "q_posterior", "q_sample", "q_step",
            "variational_bound", "SCHEDULES", "Schedule", "make_schedule", "schedule_from_config", "ddim_sample",
            "ddim_timesteps", "ddpm_sample", "clamp_to_embeddings", "default_temperature", "embed_tokens",
-           "make_clamp_fn", "nearest_tokens", "rounding_nll", "roundtrip_accuracy", "sample_x0",
+           "make_clamp_fn", "nearest_tokens", "rounding_nll", "rounding_recovery", "roundtrip_accuracy", "sample_x0",
            "TextDiffusionLM", "TextDiffusionTrainer", "decode_samples", "exact_row_fraction",
            "repeated_word_rate", "GaussianMixture", "exact_bound_1d", "MASK_SCHEDULES", "MaskSchedule",
            "ancestral_step", "carry_over_log_probs", "mask_elbo_weight", "mask_schedule", "masked_cross_entropy",

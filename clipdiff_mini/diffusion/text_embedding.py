@@ -35,10 +35,13 @@ term, which makes the argmax the nearest row even when rows differ in norm.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+from clipdiff_mini.diffusion.gaussian_diffusion import q_sample
 
 Tensor = torch.Tensor
 
@@ -181,3 +184,24 @@ def roundtrip_accuracy(E: Tensor, sigma0: float, n_per_word: int = 64,
 def _check_table(E: Tensor) -> None:
     if not isinstance(E, torch.Tensor) or E.dim() != 2:
         raise ValueError("E must be a 2-D tensor (vocab_size, embed_dim), for example model.embedding.weight")
+
+
+@torch.no_grad()
+def rounding_recovery(sched, ids: Tensor, E: Tensor, timesteps, *, mask: Tensor | None = None,
+                      generator: torch.Generator | None = None) -> list[float]:
+    """Fraction of words that rounding a noisy x_t alone gets back, at each t of `timesteps`.
+
+    x_t ~ q(x_t | x_0 = E[ids]) (one draw per t, in order, from `generator`), rounded by the rescaled
+    nearest neighbour ``nearest_tokens(x_t / sqrt(abar_t), E)``, the maximum-likelihood word (notebook 01).
+    ``ids`` any shape (...,); ``mask`` (same shape, bool) selects the positions that count (e.g. not
+    padding). Where this is ~1 a denoiser has nothing to learn (notebooks 01 and 05).
+    """
+    x0 = F.embedding(ids, E)  # (..., D)
+    keep = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask
+    out = []
+    for t in timesteps:
+        t = int(t)
+        xt = q_sample(sched, x0, t, generator=generator)
+        pred = nearest_tokens(xt / math.sqrt(float(sched.alpha_bar[t])), E)
+        out.append(float(((pred == ids) & keep).sum()) / float(keep.sum()))
+    return out

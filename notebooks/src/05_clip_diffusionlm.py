@@ -39,14 +39,15 @@ import numpy as np
 import torch
 
 from clipdiff_mini.captioners import (accuracy_by_objects, build_continuous_captioner, continuous_caption_fn,
-                                      error_profile, evaluate_captions, load_captioning_data, most_frequent_caption,
-                                      nearest_neighbour_captions, train_continuous, trivial_captions)
+                                      error_profile, evaluate_captions, generate_captions, load_captioning_data,
+                                      most_frequent_caption, nearest_neighbour_captions, train_continuous,
+                                      trivial_captions)
 from clipdiff_mini.captioners.ablations import CLIP_DIFFUSIONLM_ROWS, format_table, run_rows
-from clipdiff_mini.captioners.decoding import decode_captions, print_trajectory, repeat_rate
+from clipdiff_mini.captioners.decoding import drop_consecutive_repeats, print_trajectory, repeat_rate
 from clipdiff_mini.captioners.display import caption_grid, plot_training, plot_trajectory_changes
 from clipdiff_mini.clip import peak_rss_mb
 from clipdiff_mini.config import get_config
-from clipdiff_mini.diffusion import make_schedule, nearest_tokens, q_sample
+from clipdiff_mini.diffusion import make_schedule, rounding_recovery
 from clipdiff_mini.evaluation import CaptionScorer, judge_caption
 from clipdiff_mini.results import ResultLog
 from clipdiff_mini.seeding import set_seed
@@ -140,15 +141,9 @@ print("vocabulary:", tok.vocab_size, "words;  example ids:", train.ids[0].tolist
 probe = build_continuous_captioner(cfg, train)  # an untrained model: its word vectors
 E = probe.E.detach()
 sched = make_schedule(cc.schedule, cc.timesteps)
-ids = train.ids[:512]
-x0 = E[ids]  # (B, L, D)
-real = ids != tok.pad_id
+ids = train.ids[:512]  # (B, L)
 ts = np.unique(np.linspace(1, sched.T, 25).astype(int))
-recovered = []
-for t in ts:
-    x_t = q_sample(sched, x0, int(t), generator=torch.Generator().manual_seed(int(t)))
-    recovered.append(((nearest_tokens(x_t / sched.alpha_bar[t].sqrt().float(), E) == ids) & real).sum().item()
-                     / real.sum().item())
+recovered = rounding_recovery(sched, ids, E, ts, mask=ids != tok.pad_id, generator=torch.Generator().manual_seed(0))
 snr_cross = 1 / cc.embed_scale ** 2
 t_cross = int(np.argmin(np.abs(sched.snr[1:].numpy() - snr_cross))) + 1
 fig, ax = plt.subplots(figsize=(7, 3.4))
@@ -279,13 +274,10 @@ plt.show()
 
 # %%
 scorer = CaptionScorer()
-caption = continuous_caption_fn(tok, cc.drop_repeats)
 t0 = time.perf_counter()
-gen = {}
-for lo in range(0, len(test), 250):
-    rows = torch.arange(lo, min(lo + 250, len(test)))
-    gen.update(dict(zip([test.image_ids[int(r)] for r in rows], caption(model, test.condition(rows)))))
+raw = generate_captions(model, continuous_caption_fn(tok, drop_repeats=False), test)  # as the model wrote them
 sample_seconds = time.perf_counter() - t0
+gen = {k: " ".join(drop_consecutive_repeats(c.split())) if cc.drop_repeats else c for k, c in raw.items()}
 passes = model.sample({k: v[:1] for k, v in test.condition().items()})["passes"]
 rows = {
     "most frequent caption": trivial_captions(train, test),
@@ -333,8 +325,7 @@ plt.show()
 
 # %%
 errors = error_profile(gen, test)
-raw = decode_captions(model.sample(test.condition(torch.arange(min(250, len(test)))))["ids"], tok)
-print(f"captions with a repeated word: {repeat_rate(raw):.3f} before post-processing, "
+print(f"captions with a repeated word: {repeat_rate(list(raw.values())):.3f} before post-processing, "
       f"{repeat_rate(list(gen.values())):.3f} after")
 by_n = accuracy_by_objects(gen, test)
 fig, ax = plt.subplots(1, 2, figsize=(12, 3.4))
