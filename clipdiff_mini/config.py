@@ -47,6 +47,10 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "continuous.loss": ("l1", "l2"),
     "continuous.embeddings": ("frozen", "pretrained", "learned"),
     "continuous.sampler": ("feedback", "ddim", "ddpm"),
+    "ddcap.schedule": ("mask", "ddcap"),
+    "ddcap.loss_weighting": ("uniform", "elbo"),
+    "ddcap.length_choice": ("argmax", "sample"),
+    "ddcap.order": ("best_first", "random"),
 }
 
 
@@ -196,6 +200,25 @@ class ContinuousConfig:
 
 
 @dataclass
+class DDCapConfig:
+    """DDCap (notebook 07): masked discrete diffusion; each trick of the note's Table 1 is a switch.
+    The defaults are row g, every trick on."""
+
+    timesteps: int = 20  # T (DDCap: 20)
+    schedule: str = "mask"  # "mask": gammabar_t = t/T, mask-only; "ddcap": VQ-Diffusion's linear ends (notebook 06)
+    loss_weighting: str = "uniform"  # "uniform": DDCap's plain cross-entropy on masked tokens; "elbo": 1/t (MDLM)
+    timestep_input: bool = True  # t through adaptive LayerNorm (DDCap); masked diffusion also works without
+    length_prediction: bool = True  # Table 1: an MLP on the pooled CLIP feature picks the caption length
+    length_choice: str = "argmax"  # "argmax" or "sample" the predicted length distribution
+    concentrated_mask: bool = True  # Table 1 (CAM): no token attends to a [MASK] other than itself
+    order: str = "best_first"  # Table 1: "best_first" (most confident first) or "random" (ancestral, by the schedule)
+    tokens_per_step: int = 1  # best-first: tokens committed per network call (DDCap's code: 1)
+    sample_tokens: bool = False  # best-first: draw the committed token instead of its argmax
+    image_free_p: float = 0.2  # Table 1: probability of training with the learned null image (0 = off)
+    guidance_scale: float = 1.17  # sampling: log p_null + s (log p_image - log p_null); 1 = the conditional model
+
+
+@dataclass
 class Config:
     profile: str = "laptop"
     seed: int = 0
@@ -208,6 +231,7 @@ class Config:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     captioner: CaptionerConfig = field(default_factory=CaptionerConfig)
     continuous: ContinuousConfig = field(default_factory=ContinuousConfig)
+    ddcap: DDCapConfig = field(default_factory=DDCapConfig)
 
     # ---- derived helpers -------------------------------------------------
     def path(self, name: str) -> Path:
@@ -365,7 +389,7 @@ def _from_dict(d: Mapping[str, Any]) -> Config:
     for name, value in d.items():
         if isinstance(value, Mapping):
             cls = {"paths": PathsConfig, "data": DataConfig, "clip": ClipConfig, "diffusion": DiffusionConfig,
-                   "captioner": CaptionerConfig, "continuous": ContinuousConfig}[name]
+                   "captioner": CaptionerConfig, "continuous": ContinuousConfig, "ddcap": DDCapConfig}[name]
             kwargs[name] = cls(**value)
         elif name in sections:
             kwargs[name] = value
@@ -407,7 +431,7 @@ def _validate(cfg: Config) -> None:
         value = _get(cfg, key)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not allowed; allowed values: {', '.join(map(repr, allowed))}")
-    for name in ("data", "clip", "diffusion", "captioner", "continuous"):
+    for name in ("data", "clip", "diffusion", "captioner", "continuous", "ddcap"):
         section = getattr(cfg, name)
         for f in dataclasses.fields(section):
             v = getattr(section, f.name)
@@ -453,6 +477,7 @@ _AT_LEAST_ONE = {
     "diffusion.denoiser_heads": "attention heads", "diffusion.train_steps": "optimizer steps",
     "diffusion.batch_size": "captions per batch", "diffusion.sample_steps": "sampling steps",
     "diffusion.toy_samples": "samples", "diffusion.mc_samples": "Monte Carlo samples",
+    "ddcap.timesteps": "diffusion steps T", "ddcap.tokens_per_step": "tokens committed per step",
 }
 
 # The longest caption of the embedded dataset in word tokens: caption_grammar.MAX_WORDS (20) words plus

@@ -1,0 +1,335 @@
+"""DDCap: masked discrete diffusion over caption tokens, conditioned on CLIP
+features by cross-attention (notebook 07).
+
+A caption x_0 = ([BOS] w_1 .. [EOS] [PAD] ..) of L ids is corrupted by the
+mask-only forward process of notebook 06: each position is hidden behind
+[MASK] with probability gammabar_t (``ddcap.schedule``; "mask" is t/T).
+A bidirectional transformer reads x_t, the timestep (adaptive LayerNorm)
+and, through cross-attention, the memory [pooled CLIP feature, spatial grid
+tokens], and predicts p(x_0 | x_t, y) at every position. The loss is DDCap's
+cross-entropy -log p(x_0 | x_t, y) on the masked positions (``"uniform"``)
+or the 1/t-weighted bound of notebook 06 (``"elbo"``, MDLM eq. 10).
+
+The four tricks of the note's Table 1, each a switch of `DDCapConfig`:
+
+* **length prediction**: an MLP on the pooled CLIP feature classifies the
+  caption's length n (non-padding tokens); training masks only the first n
+  positions (the rest are given as [PAD]), sampling starts from n [MASK]s
+  followed by [PAD]s. Without it the whole canvas is masked and the model
+  writes its own padding.
+* **concentrated attention mask (CAM)**: in self-attention, query q may not
+  attend to key k when x_t[k] is [MASK] and k != q (`concentrated_attention_mask`).
+* **best-first inference**: each network call commits the K most confident
+  masked positions (`clipdiff_mini.diffusion.discrete.unmask_best_first`),
+  never re-masking; the model is told t = max(1, floor(m T / n)) for m masks
+  left of n. The baseline is the ancestral sampler of notebook 06, which
+  unmasks positions at random as the schedule says.
+* **image-free training**: with probability p the image features are
+  replaced by a learned null feature; sampling mixes
+  log p' = log p(x_0 | x_t, null) + s (log p(x_0 | x_t, y) - log p(x_0 | x_t, null))
+  (note eqs. 7-8), two network passes per step unless s = 1.
+
+Attention is written by hand (not `nn.MultiheadAttention`) so that the
+cross-attention weights can be returned for the attention maps and the
+concentrated mask applied per sample.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from clipdiff_mini.diffusion.discrete import (ancestral_step, carry_over_log_probs, mask_elbo_weight, mask_schedule,
+                                              unmask_best_first)
+from clipdiff_mini.diffusion.text_diffusion import timestep_embedding
+
+Tensor = torch.Tensor
+
+
+def concentrated_attention_mask(x_t: Tensor, mask_id: int) -> Tensor:
+    """Allowed self-attention (B, L, L), True = query q (row) may attend to key k (column):
+    every key that is not [MASK], and the query's own position (DDCap's CAM)."""
+    visible = x_t != mask_id  # (B, L)
+    eye = torch.eye(x_t.shape[1], dtype=torch.bool, device=x_t.device)  # (L, L)
+    return visible[:, None, :] | eye[None]  # (B, L, L)
+
+
+class Attention(nn.Module):
+    """Multi-head attention of queries x (B, Lq, W) over keys/values m (B, Lk, W) with an optional
+    boolean mask (B, Lq, Lk) of allowed pairs; returns (out, weights (B, Lq, Lk) mean over heads or None)."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(width, width)
+        self.kv = nn.Linear(width, 2 * width)
+        self.out = nn.Linear(width, width)
+
+    def forward(self, x: Tensor, m: Tensor, allowed: Tensor | None = None, need_weights: bool = False):
+        B, Lq, W = x.shape
+        H = self.heads
+        q = self.q(x).view(B, Lq, H, W // H).transpose(1, 2)  # (B, H, Lq, d)
+        k, v = self.kv(m).view(B, m.shape[1], 2, H, W // H).permute(2, 0, 3, 1, 4)  # (B, H, Lk, d) each
+        scores = q @ k.transpose(-1, -2) / math.sqrt(W // H)  # (B, H, Lq, Lk)
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed[:, None], float("-inf"))
+        weights = scores.softmax(-1)
+        out = (weights @ v).transpose(1, 2).reshape(B, Lq, W)  # (B, Lq, W)
+        return self.out(out), (weights.mean(1) if need_weights else None)
+
+
+class Block(nn.Module):
+    """Pre-norm block: self-attention over the caption, cross-attention to the CLIP memory, MLP.
+    With a timestep, each LayerNorm is adaptive: x_hat (1 + scale(t)) + shift(t) (DDCap's AdaLN)."""
+
+    def __init__(self, width: int, heads: int, dropout: float, adaptive: bool):
+        super().__init__()
+        self.norms = nn.ModuleList(nn.LayerNorm(width, elementwise_affine=not adaptive) for _ in range(3))
+        self.ada = nn.Linear(width, 6 * width) if adaptive else None
+        if self.ada is not None:  # start as a plain LayerNorm
+            nn.init.zeros_(self.ada.weight)
+            nn.init.zeros_(self.ada.bias)
+        self.self_attn = Attention(width, heads)
+        self.cross_attn = Attention(width, heads)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+        self.drop = nn.Dropout(dropout)
+
+    def _norm(self, i: int, x: Tensor, mod: Tensor | None) -> Tensor:
+        h = self.norms[i](x)
+        if mod is None:
+            return h
+        scale, shift = mod[:, None, 2 * i * x.shape[-1]:(2 * i + 2) * x.shape[-1]].chunk(2, -1)  # (B, 1, W) each
+        return h * (1 + scale) + shift
+
+    def forward(self, x: Tensor, memory: Tensor, allowed: Tensor | None, temb: Tensor | None, need_weights: bool):
+        mod = self.ada(temb) if self.ada is not None and temb is not None else None  # (B, 6W)
+        h = self._norm(0, x, mod)
+        x = x + self.drop(self.self_attn(h, h, allowed)[0])
+        a, w = self.cross_attn(self._norm(1, x, mod), memory, None, need_weights)
+        x = x + self.drop(a)
+        x = x + self.drop(self.mlp(self._norm(2, x, mod)))
+        return x, w
+
+
+class DDCapCaptioner(nn.Module):
+    """p(x_0 | x_t, t, image) for caption ids x_t (B, L); see the module docstring."""
+
+    def __init__(self, vocab_size: int, max_len: int, image_dim: int, grid_dim: int, n_grid: int, dcfg, *,
+                 pad_id: int, mask_id: int, width: int, layers: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"captioner.width={width} must be divisible by captioner.heads={heads}")
+        self.dcfg, self.vocab_size, self.max_len, self.width = dcfg, vocab_size, max_len, width
+        self.pad_id, self.mask_id = pad_id, mask_id
+        self.sched = mask_schedule(dcfg.timesteps, dcfg.schedule)
+        self.tok = nn.Embedding(vocab_size, width)
+        self.pos = nn.Parameter(torch.randn(max_len, width) * 0.02)
+        self.time = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        # the memory: [pooled feature, grid tokens], each projected to the width, with a type and grid position
+        self.image_proj = nn.Linear(image_dim, width)
+        self.grid_proj = nn.Linear(grid_dim, width) if n_grid else None
+        self.memory_pos = nn.Parameter(torch.randn(1 + n_grid, width) * 0.02)
+        self.null_image = nn.Parameter(torch.zeros(image_dim))  # image-free training's learned null feature
+        self.null_grid = nn.Parameter(torch.zeros(n_grid, grid_dim)) if n_grid else None
+        self.n_grid = n_grid
+        self.blocks = nn.ModuleList(Block(width, heads, dropout, dcfg.timestep_input) for _ in range(layers))
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, vocab_size)
+        # length head: MLP on the pooled CLIP feature -> n in 0..L (DDCap: 512 -> 384 -> 20)
+        self.length_head = nn.Sequential(nn.Linear(image_dim, 2 * width), nn.GELU(), nn.Linear(2 * width, max_len + 1))
+
+    # ---- the denoiser -----------------------------------------------------------------------
+    def memory(self, image: Tensor, grid: Tensor | None, drop: Tensor | None = None) -> Tensor:
+        """The cross-attention memory (B, 1 + P, W); rows with `drop` (B,) see the null feature."""
+        if drop is not None and drop.any():
+            image = torch.where(drop[:, None], self.null_image.expand_as(image), image)
+            if self.n_grid:
+                grid = torch.where(drop[:, None, None], self.null_grid.expand_as(grid), grid)
+        parts = [self.image_proj(image)[:, None]]  # (B, 1, W)
+        if self.n_grid:
+            parts.append(self.grid_proj(grid))  # (B, P, W)
+        return torch.cat(parts, 1) + self.memory_pos  # (B, 1 + P, W)
+
+    def forward(self, x_t: Tensor, t: Tensor, image: Tensor, grid: Tensor | None = None, drop: Tensor | None = None,
+                need_weights: bool = False):
+        """Logits (B, L, V) of x_0 for ids x_t (B, L) at timesteps t (B,); with `need_weights` also the
+        last block's cross-attention weights (B, L, 1 + P) over [pooled, grid]."""
+        L = x_t.shape[1]
+        h = self.tok(x_t) + self.pos[:L]  # (B, L, W)
+        temb = self.time(timestep_embedding(t, self.width)) if self.dcfg.timestep_input else None  # (B, W)
+        mem = self.memory(image, grid, drop)
+        allowed = concentrated_attention_mask(x_t, self.mask_id) if self.dcfg.concentrated_mask else None
+        weights = None
+        for i, block in enumerate(self.blocks):
+            h, w = block(h, mem, allowed, temb, need_weights and i == len(self.blocks) - 1)
+            weights = w if w is not None else weights
+        logits = self.head(self.norm(h))  # (B, L, V)
+        return (logits, weights) if need_weights else logits
+
+    # ---- training ---------------------------------------------------------------------------
+    def lengths(self, ids: Tensor) -> Tensor:
+        """n (B,): the number of non-padding tokens of each caption ([BOS] and [EOS] included)."""
+        return (ids != self.pad_id).sum(-1)
+
+    def corrupt(self, ids: Tensor, t: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """x_t ~ q(x_t | x_0): each maskable position becomes [MASK] with probability gammabar_t.
+        With length prediction only the caption's own n positions are maskable (the [PAD]s are given)."""
+        p = self.sched.mask_bar.to(ids.device)[t].float()[:, None]  # (B, 1)
+        hide = torch.rand(ids.shape, generator=generator, device=ids.device) < p  # (B, L)
+        if self.dcfg.length_prediction:
+            hide &= ids != self.pad_id
+        return torch.where(hide, torch.full_like(ids, self.mask_id), ids)
+
+    def loss(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
+        """Masked cross-entropy (+ the length head's cross-entropy) on {"ids" (B, L), "image", "grid"}."""
+        ids = batch["ids"]
+        B = ids.shape[0]
+        dev = ids.device
+        t = torch.randint(1, self.sched.T + 1, (B,), generator=generator, device=dev)  # (B,)
+        x_t = self.corrupt(ids, t, generator)
+        drop = torch.rand(B, generator=generator, device=dev) < self.dcfg.image_free_p
+        logits = self(x_t, t, batch["image"], batch.get("grid"), drop)
+        masked = x_t == self.mask_id  # (B, L)
+        logp = torch.log_softmax(logits.float(), -1)
+        nll = -logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1) * masked  # (B, L)
+        if self.dcfg.loss_weighting == "elbo":  # the bound: sum over masked positions, weighted by 1/t (per token)
+            w = mask_elbo_weight(self.sched, t.cpu()).to(dev).float()  # (B,)
+            ce = (nll.sum(-1) * w).sum() / (B * self.max_len)
+        else:  # DDCap: the mean cross-entropy of the masked tokens
+            ce = nll.sum() / masked.sum().clamp_min(1)
+        logs = {"ce": ce.item(), "masked": masked.float().mean().item()}
+        loss = ce
+        if self.dcfg.length_prediction:
+            length_ce = F.cross_entropy(self.length_head(batch["image"]), self.lengths(ids))
+            loss = loss + length_ce
+            logs["length_ce"] = length_ce.item()
+        logs["loss"] = loss.item()
+        return loss, logs
+
+    # ---- sampling ---------------------------------------------------------------------------
+    def guided_log_probs(self, x_t: Tensor, t: Tensor, cond: dict, scale: float, need_weights: bool = False):
+        """log p'(x_0 | x_t) (B, L, V) with carry-over (notebook 06): note eqs. 7-8 when `scale` != 1."""
+        out = self(x_t, t, cond["image"], cond.get("grid"), need_weights=need_weights)
+        logits, weights = out if need_weights else (out, None)
+        logp = torch.log_softmax(logits.float(), -1)
+        if scale != 1.0:
+            drop = torch.ones(x_t.shape[0], dtype=torch.bool, device=x_t.device)
+            null = torch.log_softmax(self(x_t, t, cond["image"], cond.get("grid"), drop).float(), -1)
+            logp = null + scale * (logp - null)
+        return carry_over_log_probs(logp, x_t, self.mask_id), weights
+
+    @torch.no_grad()
+    def predict_lengths(self, image: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """n (B,) from the length head, at least 2 ([BOS] [EOS]) and at most L."""
+        logits = self.length_head(image)  # (B, L + 1)
+        logits[:, :2] = float("-inf")
+        if self.dcfg.length_choice == "sample":
+            n = torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+        else:
+            n = logits.argmax(-1)
+        return n
+
+    @torch.no_grad()
+    def sample(self, cond: dict[str, Tensor], *, order: str | None = None, tokens_per_step: int | None = None,
+               guidance_scale: float | None = None, init_ids: Tensor | None = None,
+               generator: torch.Generator | None = None, trajectory: bool = False,
+               attention: bool = False) -> dict[str, Any]:
+        """Caption ids (B, L) for the pictures of `cond` {"image" (B, Di), "grid" (B, P, Dg)}.
+
+        `init_ids` (B, L): start from these ids instead of all-[MASK] (infilling: only its [MASK]
+        positions are filled). Returns {"ids", "passes": mean network passes per caption, "lengths"
+        (B,), and with `trajectory` "trajectory": [(t, ids (B, L))] from the start to the end; with
+        `attention` "attention": (B, L, 1 + P) the last block's cross-attention of each position at
+        the call that committed it}."""
+        c = self.dcfg
+        order = order or c.order
+        K = tokens_per_step or c.tokens_per_step
+        scale = c.guidance_scale if guidance_scale is None else guidance_scale
+        B, L = cond["image"].shape[0], self.max_len
+        dev = cond["image"].device
+        pos = torch.arange(L, device=dev)[None]  # (1, L)
+        if init_ids is not None:
+            x = init_ids.to(dev).clone()
+            n = torch.where(x == self.pad_id, 0, 1).sum(-1)
+        else:
+            n = self.predict_lengths(cond["image"], generator) if c.length_prediction else torch.full((B,), L, device=dev)
+            x = torch.where(pos < n[:, None], self.mask_id, self.pad_id).long()  # (B, L)
+        n_masked = (x == self.mask_id).sum(-1)  # (B,) positions this sampler fills
+        traj = [(self.sched.T, x.cpu())]
+        attn = torch.zeros(B, L, 1 + self.n_grid, device=dev) if attention else None
+        calls = torch.zeros(B, device=dev)  # network calls each caption needed
+        per_call = 2 if scale != 1.0 else 1
+        if order == "random":  # notebook 06's ancestral sampler: the schedule decides which positions unmask
+            for t in range(self.sched.T, 0, -1):
+                active = (x == self.mask_id).any(-1)
+                if not active.any():
+                    break
+                logp, w = self.guided_log_probs(x, torch.full((B,), t, device=dev), cond, scale, attention)
+                # the posterior treats every position as masked (the schedule's x_T); given tokens stay
+                hidden = torch.full_like(x, self.mask_id)
+                draw = ancestral_step(self.sched, logp.exp(), hidden, t, self.mask_id, generator)
+                new = torch.where(x == self.mask_id, draw, x)
+                if attention:
+                    attn = torch.where(((x == self.mask_id) & (new != self.mask_id))[..., None], w, attn)
+                x = new
+                calls += active.float()
+                traj.append((t, x.cpu()))
+        elif order == "best_first":
+            while (x == self.mask_id).any():
+                m = (x == self.mask_id).sum(-1)  # (B,) masks left
+                t = (m * self.sched.T // n_masked.clamp_min(1)).clamp(1, self.sched.T)  # DDCap: floor(m T / n)
+                logp, w = self.guided_log_probs(x, t, cond, scale, attention)
+                new = unmask_best_first(logp.exp(), x, self.mask_id, K, sample=c.sample_tokens, generator=generator)
+                if attention:
+                    attn = torch.where(((x == self.mask_id) & (new != self.mask_id))[..., None], w, attn)
+                calls += (m > 0).float()
+                x = new
+                traj.append((int(t.max()), x.cpu()))
+        else:
+            raise ValueError(f"ddcap.order={order!r}; allowed: 'best_first', 'random'")
+        out = {"ids": x, "passes": float(per_call * calls.mean()), "lengths": n}
+        if trajectory:
+            out["trajectory"] = traj
+        if attention:
+            out["attention"] = attn
+        return out
+
+
+# ---- building, captioning, training ---------------------------------------------------------
+def build_ddcap_captioner(cfg, train) -> DDCapCaptioner:
+    """The model `cfg` describes, sized for the features and vocabulary of `train` (a `SplitFeatures`)."""
+    c = cfg.captioner
+    tok = train.tokenizer
+    return DDCapCaptioner(tok.vocab_size, train.ids.shape[1], train.image.shape[1], train.grid.shape[2],
+                          train.grid.shape[1], cfg.ddcap, pad_id=tok.pad_id, mask_id=tok.mask_id, width=c.width,
+                          layers=c.layers, heads=c.heads, dropout=c.dropout)
+
+
+def ddcap_caption_fn(tokenizer, drop_repeats: bool = False, **sample_kw):
+    """caption_fn(model, cond) -> captions, for the training loop's validation and for evaluation."""
+    from clipdiff_mini.captioners.decoding import decode_captions
+
+    def caption(model, cond):
+        dev = next(model.parameters()).device
+        cond = {k: v.to(dev) for k, v in cond.items()}
+        return decode_captions(model.sample(cond, **sample_kw)["ids"], tokenizer, drop_repeats=drop_repeats)
+
+    return caption
+
+
+def train_ddcap(cfg, data, *, progress: bool = True, resume: bool = True, name: str = "ddcap"):
+    """Build and train DDCap on data["train"], choosing weights on data["val"].
+    Returns (model, training record) (see `clipdiff_mini.captioners.training.train_captioner`)."""
+    from dataclasses import asdict
+
+    from clipdiff_mini.captioners.training import train_captioner
+
+    torch.manual_seed(cfg.seed)
+    model = build_ddcap_captioner(cfg, data["train"])
+    record = train_captioner(model, data["train"], data["val"], cfg, name=name,
+                             caption_fn=ddcap_caption_fn(data["train"].tokenizer),
+                             key_extra={"ddcap": asdict(cfg.ddcap)}, progress=progress, resume=resume)
+    return model, record
