@@ -47,6 +47,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "continuous.loss": ("l1", "l2"),
     "continuous.embeddings": ("frozen", "pretrained", "learned"),
     "continuous.sampler": ("feedback", "ddim", "ddpm"),
+    "autoregressive.conditioning": ("prefix", "cross"),
 }
 
 
@@ -196,6 +197,21 @@ class ContinuousConfig:
 
 
 @dataclass
+class AutoregressiveConfig:
+    """The autoregressive baseline (notebook 08): a causal transformer decoder in the ClipCap spirit, of
+    captioner.width/layers/heads like the diffusion denoisers, trained through the same loop."""
+
+    conditioning: str = "prefix"  # "prefix": CLIP tokens in front of the caption (ClipCap); "cross": every
+    # block cross-attends to them (the original transformer decoder)
+    prefix_length: int = 1  # tokens the pooled CLIP vector is mapped to (ClipCap: 10); grid tokens come on top
+    beam: int = 1  # hypotheses kept per picture while decoding; 1 = greedy
+    length_penalty: float = 0.0  # beam: the final pick maximises log p / n^length_penalty (n = words + [EOS]);
+    # 0 = the most probable caption, 1 = the best mean log-prob per token (longer captions)
+    use_cache: bool = True  # key-value cache: each step feeds only the newest token (False: the whole caption
+    # so far again at every step; the same captions, slower; for the speed comparison)
+
+
+@dataclass
 class Config:
     profile: str = "laptop"
     seed: int = 0
@@ -208,6 +224,7 @@ class Config:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     captioner: CaptionerConfig = field(default_factory=CaptionerConfig)
     continuous: ContinuousConfig = field(default_factory=ContinuousConfig)
+    autoregressive: AutoregressiveConfig = field(default_factory=AutoregressiveConfig)
 
     # ---- derived helpers -------------------------------------------------
     def path(self, name: str) -> Path:
@@ -365,7 +382,8 @@ def _from_dict(d: Mapping[str, Any]) -> Config:
     for name, value in d.items():
         if isinstance(value, Mapping):
             cls = {"paths": PathsConfig, "data": DataConfig, "clip": ClipConfig, "diffusion": DiffusionConfig,
-                   "captioner": CaptionerConfig, "continuous": ContinuousConfig}[name]
+                   "captioner": CaptionerConfig, "continuous": ContinuousConfig,
+                   "autoregressive": AutoregressiveConfig}[name]
             kwargs[name] = cls(**value)
         elif name in sections:
             kwargs[name] = value
@@ -407,7 +425,7 @@ def _validate(cfg: Config) -> None:
         value = _get(cfg, key)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not allowed; allowed values: {', '.join(map(repr, allowed))}")
-    for name in ("data", "clip", "diffusion", "captioner", "continuous"):
+    for name in ("data", "clip", "diffusion", "captioner", "continuous", "autoregressive"):
         section = getattr(cfg, name)
         for f in dataclasses.fields(section):
             v = getattr(section, f.name)
@@ -453,6 +471,8 @@ _AT_LEAST_ONE = {
     "diffusion.denoiser_heads": "attention heads", "diffusion.train_steps": "optimizer steps",
     "diffusion.batch_size": "captions per batch", "diffusion.sample_steps": "sampling steps",
     "diffusion.toy_samples": "samples", "diffusion.mc_samples": "Monte Carlo samples",
+    "autoregressive.prefix_length": "prefix tokens of the pooled CLIP vector",
+    "autoregressive.beam": "hypotheses per picture (1 = greedy)",
 }
 
 # The longest caption of the embedded dataset in word tokens: caption_grammar.MAX_WORDS (20) words plus
