@@ -47,12 +47,12 @@ def sharp(model, seed=0):
     so that two exact computations pick the same argmax."""
     g = torch_generator(seed)
     with torch.no_grad():
-        for p in model.parameters():
+        for name, p in model.named_parameters():  # every one set here: no dependence on the global RNG
             noise = torch.randn(p.shape, generator=g)
             if p.dim() >= 2:
                 p.copy_(0.5 * noise)
-            else:  # biases and LayerNorm gains: perturbed around their initial 0 and 1
-                p.add_(0.1 * noise)
+            else:  # biases around 0, LayerNorm gains around 1
+                p.copy_((0.0 if name.endswith("bias") else 1.0) + 0.1 * noise)
     return model.double().eval()
 
 
@@ -87,7 +87,6 @@ def test_shapes_and_the_image_matters(conditioning, grid_tokens):
     logits = model(data.ids[:B], data.image[:B], data.grid[:B])
     assert logits.shape == (B, L, V)
     assert model.n_cond == 2 + grid_tokens
-    assert model.tok.weight is not None and model.tok.weight.shape == (V, 16)  # the tied head's table
     never = [data.tokenizer.pad_id, data.tokenizer.bos_id, data.tokenizer.mask_id]
     assert torch.isinf(logits[..., never]).all() and torch.isfinite(logits[..., data.tokenizer.eos_id]).all()
     other = model(data.ids[:B], data.image[3:3 + B], data.grid[3:3 + B])
@@ -152,8 +151,8 @@ def test_cached_beam_equals_uncached_and_beam_one_is_greedy(conditioning):
     greedy = model.sample(cond, beam=1)
     one = model.beam_search(cond, 1, data.ids.shape[1])  # the beam code path with one hypothesis
     assert torch.equal(one[0], greedy["ids"])
-    # on this model the beam finds captions at least as probable (not a theorem: beam search can lose to greedy)
-    assert (a["logprob"] >= greedy["logprob"] - 1e-9).all() and (a["logprob"] > greedy["logprob"]).any()
+    # (a beam of 4 is not sure to beat greedy: greedy's prefix can be pruned for ones that end worse; the
+    # guaranteed comparison is against the exhaustive search below)
 
 
 def test_beam_wide_enough_finds_the_most_probable_caption_by_enumeration():
@@ -192,6 +191,12 @@ def test_beam_wide_enough_finds_the_most_probable_caption_by_enumeration():
         assert torch.equal(norm["ids"][0], all_ids[int((lp / n_tok).argmax())])
         greedy = model.sample({k: v[b:b + 1] for k, v in cond.items()}, beam=1)
         assert lp[best] >= greedy["logprob"][0] - 1e-12
+        assert (lp[best] > greedy["logprob"][0]).item() or torch.equal(greedy["ids"][0], all_ids[best])
+        for k in (2, 4):  # narrower beams: a real caption, scored right, never above the best
+            narrow = model.sample({k_: v[b:b + 1] for k_, v in cond.items()}, beam=k)
+            row = next(i for i, s in enumerate(seqs) if s == narrow["ids"][0].tolist())
+            torch.testing.assert_close(narrow["logprob"][0], lp[row])
+            assert narrow["logprob"][0] <= lp[best] + 1e-12
 
 
 def test_prompted_decoding_continues_the_given_words():
@@ -273,7 +278,8 @@ def test_training_runs_through_the_shared_loop_and_resumes(tmp_path, monkeypatch
 
 def test_config_section_and_its_validation():
     cfg = get_config("ci")
-    assert (cfg.autoregressive.conditioning, cfg.autoregressive.beam, cfg.autoregressive.use_cache) == ("prefix", 1, True)
+    a = cfg.autoregressive
+    assert (a.conditioning, a.beam, a.use_cache) == ("prefix", 1, True)
     assert get_config("ci", {"autoregressive.beam": 5}).autoregressive.beam == 5
     with pytest.raises(ConfigError, match="'prefix', 'cross'"):
         get_config("ci", {"autoregressive.conditioning": "side"})
