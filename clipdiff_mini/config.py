@@ -51,6 +51,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "ddcap.loss_weighting": ("uniform", "elbo"),
     "ddcap.length_choice": ("argmax", "sample"),
     "ddcap.order": ("best_first", "random"),
+    "autoregressive.conditioning": ("prefix", "cross"),
 }
 
 
@@ -219,6 +220,21 @@ class DDCapConfig:
 
 
 @dataclass
+class AutoregressiveConfig:
+    """The autoregressive baseline (notebook 08): a causal transformer decoder in the ClipCap spirit, of
+    captioner.width/layers/heads like the diffusion denoisers, trained through the same loop."""
+
+    conditioning: str = "prefix"  # "prefix": CLIP tokens in front of the caption (ClipCap); "cross": every
+    # block cross-attends to them (the original transformer decoder)
+    prefix_length: int = 1  # tokens the pooled CLIP vector is mapped to (ClipCap: 10); grid tokens come on top
+    beam: int = 1  # hypotheses kept per picture while decoding; 1 = greedy
+    length_penalty: float = 0.0  # beam: the final pick maximises log p / n^length_penalty (n = words + [EOS]);
+    # 0 = the most probable caption, 1 = the best mean log-prob per token (longer captions)
+    use_cache: bool = True  # key-value cache: each step feeds only the newest token (False: the whole caption
+    # so far again at every step; the same captions, slower; for the speed comparison)
+
+
+@dataclass
 class Config:
     profile: str = "laptop"
     seed: int = 0
@@ -232,6 +248,7 @@ class Config:
     captioner: CaptionerConfig = field(default_factory=CaptionerConfig)
     continuous: ContinuousConfig = field(default_factory=ContinuousConfig)
     ddcap: DDCapConfig = field(default_factory=DDCapConfig)
+    autoregressive: AutoregressiveConfig = field(default_factory=AutoregressiveConfig)
 
     # ---- derived helpers -------------------------------------------------
     def path(self, name: str) -> Path:
@@ -389,7 +406,8 @@ def _from_dict(d: Mapping[str, Any]) -> Config:
     for name, value in d.items():
         if isinstance(value, Mapping):
             cls = {"paths": PathsConfig, "data": DataConfig, "clip": ClipConfig, "diffusion": DiffusionConfig,
-                   "captioner": CaptionerConfig, "continuous": ContinuousConfig, "ddcap": DDCapConfig}[name]
+                   "captioner": CaptionerConfig, "continuous": ContinuousConfig, "ddcap": DDCapConfig,
+                   "autoregressive": AutoregressiveConfig}[name]
             kwargs[name] = cls(**value)
         elif name in sections:
             kwargs[name] = value
@@ -431,7 +449,7 @@ def _validate(cfg: Config) -> None:
         value = _get(cfg, key)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not allowed; allowed values: {', '.join(map(repr, allowed))}")
-    for name in ("data", "clip", "diffusion", "captioner", "continuous", "ddcap"):
+    for name in ("data", "clip", "diffusion", "captioner", "continuous", "ddcap", "autoregressive"):
         section = getattr(cfg, name)
         for f in dataclasses.fields(section):
             v = getattr(section, f.name)
@@ -478,6 +496,8 @@ _AT_LEAST_ONE = {
     "diffusion.batch_size": "captions per batch", "diffusion.sample_steps": "sampling steps",
     "diffusion.toy_samples": "samples", "diffusion.mc_samples": "Monte Carlo samples",
     "ddcap.timesteps": "diffusion steps T", "ddcap.tokens_per_step": "tokens committed per step",
+    "autoregressive.prefix_length": "prefix tokens of the pooled CLIP vector",
+    "autoregressive.beam": "hypotheses per picture (1 = greedy)",
 }
 
 # The longest caption of the embedded dataset in word tokens: caption_grammar.MAX_WORDS (20) words plus

@@ -9,8 +9,11 @@ Modules:
 - ``decoding``   -- ids to captions, repeated words, the denoising trajectory as text
 - ``display``    -- figures: training curves, caption grids, how a trajectory settles
 - ``continuous`` -- CLIP-DiffusionLM, continuous diffusion over word vectors (notebook 05)
+- ``autoregressive`` -- the baseline: a causal transformer decoder, greedy and beam search with a key-value cache (notebook 08)
 - ``ablations``  -- the papers' ablation tables rerun, one trained model per row (a command)
 """
+from clipdiff_mini.captioners.autoregressive import (ARCaptioner, ar_caption_fn, build_ar_captioner,
+                                                     train_autoregressive)
 from clipdiff_mini.captioners.continuous import (ContinuousCaptioner, build_continuous_captioner,
                                                  continuous_caption_fn, train_continuous)
 from clipdiff_mini.captioners.evaluate import (accuracy_by_objects, error_profile, evaluate_captions,
@@ -18,7 +21,8 @@ from clipdiff_mini.captioners.evaluate import (accuracy_by_objects, error_profil
 from clipdiff_mini.captioners.features import SplitFeatures, load_captioning_data
 from clipdiff_mini.captioners.training import train_captioner
 
-__all__ = ["ContinuousCaptioner", "build_continuous_captioner", "continuous_caption_fn", "train_continuous",
+__all__ = ["ARCaptioner", "ar_caption_fn", "build_ar_captioner", "train_autoregressive",
+           "ContinuousCaptioner", "build_continuous_captioner", "continuous_caption_fn", "train_continuous",
            "accuracy_by_objects", "error_profile", "evaluate_captions", "generate_captions", "most_frequent_caption",
            "nearest_neighbour_captions", "trivial_captions", "SplitFeatures", "load_captioning_data",
            "train_captioner"]
