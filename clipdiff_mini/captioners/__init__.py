@@ -7,8 +7,9 @@ Modules:
 - ``training``   -- the one training loop: progress, validation on val, best weights, resumable checkpoints
 - ``evaluate``   -- the one evaluation: COCO metrics, scene accuracy, object recall, error kinds, baselines
 - ``decoding``   -- ids to captions, repeated words, the denoising trajectory as text
-- ``display``    -- figures: training curves, caption grids, how a trajectory settles
+- ``display``    -- figures: training curves, caption grids, how a trajectory settles, attention masks and maps
 - ``continuous`` -- CLIP-DiffusionLM, continuous diffusion over word vectors (notebook 05)
+- ``ddcap``      -- DDCap, masked discrete diffusion with cross-attention to the CLIP grid (notebook 07)
 - ``autoregressive`` -- the baseline: a causal transformer decoder, greedy and beam search with a key-value cache (notebook 08)
 - ``ablations``  -- the papers' ablation tables rerun, one trained model per row (a command)
 """
@@ -16,6 +17,7 @@ from clipdiff_mini.captioners.autoregressive import (ARCaptioner, ar_caption_fn,
                                                      train_autoregressive)
 from clipdiff_mini.captioners.continuous import (ContinuousCaptioner, build_continuous_captioner,
                                                  continuous_caption_fn, train_continuous)
+from clipdiff_mini.captioners.ddcap import DDCapCaptioner, build_ddcap_captioner, ddcap_caption_fn, train_ddcap
 from clipdiff_mini.captioners.evaluate import (accuracy_by_objects, error_profile, evaluate_captions,
                                                generate_captions, most_frequent_caption, nearest_neighbour_captions, trivial_captions)
 from clipdiff_mini.captioners.features import SplitFeatures, load_captioning_data
@@ -23,6 +25,6 @@ from clipdiff_mini.captioners.training import train_captioner
 
 __all__ = ["ARCaptioner", "ar_caption_fn", "build_ar_captioner", "train_autoregressive",
            "ContinuousCaptioner", "build_continuous_captioner", "continuous_caption_fn", "train_continuous",
-           "accuracy_by_objects", "error_profile", "evaluate_captions", "generate_captions", "most_frequent_caption",
+           "DDCapCaptioner", "build_ddcap_captioner", "ddcap_caption_fn", "train_ddcap", "accuracy_by_objects", "error_profile", "evaluate_captions", "generate_captions", "most_frequent_caption",
            "nearest_neighbour_captions", "trivial_captions", "SplitFeatures", "load_captioning_data",
            "train_captioner"]

@@ -2,6 +2,7 @@
 
     python -m clipdiff_mini.captioners.ablations clip_diffusionlm --profile laptop
     python -m clipdiff_mini.captioners.ablations clip_diffusionlm --profile ci --rows paper 5.1-add
+    python -m clipdiff_mini.captioners.ablations ddcap --profile laptop
 
 Each row is a set of config overrides on top of the profile (and of the
 table's base settings); rows that differ only in sampling settings reuse
@@ -94,14 +95,56 @@ BUDGET_ROWS: tuple[Row, ...] = (
     Row("w96x3-s0.25-20min", "budget", {"captioner.train_minutes": 20}, _FEEDBACK5, note="where the curve goes"),
 )
 
-TABLES = {"clip_diffusionlm": CLIP_DIFFUSIONLM_ROWS, "clip_diffusionlm_budget": BUDGET_ROWS}
-PAPER_METRIC = {"clip_diffusionlm": "Flickr8k BLEU-4", "clip_diffusionlm_budget": "-"}
+# DDCap's Table 1 (the note's ablation, COCO val, no image-free training unless stated). Rows that differ
+# only in the sampler share a trained model: a and c, b and e. The paper's number is its COCO CIDEr.
+_OFF = {"ddcap.length_prediction": False, "ddcap.concentrated_mask": False, "ddcap.image_free_p": 0.0}
+_RANDOM = {"ddcap.order": "random", "ddcap.guidance_scale": 1.0}
+_BEST = {"ddcap.order": "best_first", "ddcap.guidance_scale": 1.0}
+_G = {"ddcap.length_prediction": True, "ddcap.concentrated_mask": True, "ddcap.image_free_p": 0.2}
+_G_SAMPLE = {"ddcap.order": "best_first", "ddcap.guidance_scale": 1.17}
+DDCAP_ROWS: tuple[Row, ...] = (
+    Row("a", "Table 1", _OFF, _RANDOM, "20.6", "no trick: ancestral sampling in random order"),
+    Row("b", "Table 1", {**_OFF, "ddcap.concentrated_mask": True}, _RANDOM, "43.6", "CAM"),
+    Row("c", "Table 1", _OFF, _BEST, "45.2", "best-first (same model as a)"),
+    Row("d", "Table 1", {**_OFF, "ddcap.length_prediction": True}, _BEST, "92.6", "best-first + length"),
+    Row("e", "Table 1", {**_OFF, "ddcap.concentrated_mask": True}, _BEST, "97.5", "best-first + CAM (model of b)"),
+    Row("f", "Table 1", {**_OFF, "ddcap.length_prediction": True, "ddcap.concentrated_mask": True}, _BEST, "116.7",
+        "best-first + CAM + length"),
+    Row("g", "Table 1", _G, _G_SAMPLE, "117.8", "all four: + image-free training p 0.2, guidance s 1.17"),
+    # the course's questions, each one change to row g
+    Row("g, s=1", "course", _G, {**_G_SAMPLE, "ddcap.guidance_scale": 1.0}, note="model g without guidance (1 pass/step)"),
+    Row("g, K=2", "course", _G, {**_G_SAMPLE, "ddcap.tokens_per_step": 2}, note="two tokens committed per call"),
+    Row("g, pooled only", "course", {**_G, "captioner.grid": "none"}, _G_SAMPLE, note="no spatial grid"),
+    Row("g, 2x2 grid", "course", {**_G, "captioner.grid": "coarse"}, _G_SAMPLE, note="the CLIP's last stage"),
+    Row("g, 1/t weights", "course", {**_G, "ddcap.loss_weighting": "elbo"}, _G_SAMPLE, note="MDLM's bound"),
+)
+
+TABLES = {"clip_diffusionlm": CLIP_DIFFUSIONLM_ROWS, "clip_diffusionlm_budget": BUDGET_ROWS, "ddcap": DDCAP_ROWS}
+PAPER_METRIC = {"clip_diffusionlm": "Flickr8k BLEU-4", "clip_diffusionlm_budget": "-", "ddcap": "COCO CIDEr"}
+# Settings every row of a table starts from (on top of the profile): DDCap cross-attends to the 4x4 grid.
+TABLE_BASE = {"ddcap": {"captioner.grid": "fine"}}
+
+
+def _captioner_for(table: str):
+    """(train(cfg, data) -> (model, record), caption_fn(model, cfg, tokenizer), apply_sampling(model, cfg))."""
+    if table == "ddcap":
+        from clipdiff_mini.captioners.ddcap import ddcap_caption_fn, train_ddcap
+
+        def apply(model, cfg):
+            model.dcfg = cfg.ddcap
+
+        return train_ddcap, lambda cfg, tok: ddcap_caption_fn(tok), apply
+    from clipdiff_mini.captioners.continuous import continuous_caption_fn, train_continuous
+
+    def apply(model, cfg):
+        model.ccfg = cfg.continuous
+
+    return train_continuous, lambda cfg, tok: continuous_caption_fn(tok, cfg.continuous.drop_repeats), apply
 
 
 def run_rows(table: str, profile: str, rows: list[str] | None = None, *, extra: dict | None = None,
              progress: bool = True, out_dir=None) -> list[dict[str, Any]]:
     """Train (or reuse) and score the rows of `table`; returns one result dict per row."""
-    from clipdiff_mini.captioners.continuous import continuous_caption_fn, train_continuous
     from clipdiff_mini.captioners.evaluate import (evaluate_captions, generate_captions, nearest_neighbour_captions,
                                                    trivial_captions)
     from clipdiff_mini.captioners.features import load_captioning_data
@@ -113,6 +156,8 @@ def run_rows(table: str, profile: str, rows: list[str] | None = None, *, extra: 
     unknown = set(rows or []) - {r.name for r in spec}
     if unknown:
         raise ConfigError(f"unknown rows {sorted(unknown)} of table {table!r}; rows: {[r.name for r in spec]}")
+    extra = {**TABLE_BASE.get(table, {}), **(extra or {})}
+    train_fn, caption_fn_for, apply_sampling = _captioner_for(table)
     base = get_config(profile, extra)
     out_dir = out_dir or base.path("output_dir") / profile / "ablations"
     json_path = out_dir / f"{table}.json"
@@ -130,18 +175,23 @@ def run_rows(table: str, profile: str, rows: list[str] | None = None, *, extra: 
                 results.append(done[row.name])
                 continue
             cfg = get_config(profile, {**(extra or {}), **row.train})
-            model, record = train_continuous(cfg, data, progress=progress)
+            if cfg.captioner.grid != base.captioner.grid:  # another CLIP grid: the features differ
+                row_data = load_captioning_data(cfg, ("train", "val"), progress=progress)
+            else:
+                row_data = data
+            val = row_data["val"]
+            model, record = train_fn(cfg, row_data, progress=progress)
             scfg = get_config(profile, {**(extra or {}), **row.train, **row.sample})
-            model.ccfg = scfg.continuous  # sampling-only switches
-            fn = continuous_caption_fn(val.tokenizer, scfg.continuous.drop_repeats)
+            apply_sampling(model, scfg)  # sampling-only switches
+            fn = caption_fn_for(scfg, val.tokenizer)
             t0 = time.perf_counter()
             preds = generate_captions(model, fn, val)
             seconds = time.perf_counter() - t0
             caps = list(preds.values())
-            passes = model.sample({k: v[:2] for k, v in val.condition().items()})["passes"]
+            passes = model.sample({k: v[:50] for k, v in val.condition().items()})["passes"]
             res = {"row": row.name, "section": row.section, "paper": row.paper, "note": row.note,
                    **evaluate_captions(preds, val, scorer=scorer), "train_seconds": round(record["train_seconds"], 1),
-                   "steps": record["steps"], "best_step": record["best"]["step"], "passes": passes,
+                   "steps": record["steps"], "best_step": record["best"]["step"], "passes": round(passes, 1),
                    "ms_per_caption": round(1000 * seconds / len(caps), 2), "example": caps[0],
                    "overrides": {**row.train, **row.sample}}
             results.append(res)

@@ -1,5 +1,6 @@
 """Figures every captioner notebook shows: training curves, a grid of pictures
-with generated and reference captions, and a denoising trajectory."""
+with generated and reference captions, a denoising trajectory, attention
+masks and maps (notebook 07)."""
 from __future__ import annotations
 
 import textwrap
@@ -72,4 +73,47 @@ def plot_trajectory_changes(trajectory, pad_id: int, ax=None, label: str = ""):
     ax.set_xticks(x, [str(t) for t in ts], rotation=60, fontsize=7)
     ax.set(xlabel="network call (its timestep t)", ylabel="fraction of positions", ylim=(0, 1.02))
     ax.legend(fontsize=8)
+    return ax
+
+
+def attention_maps(image, words: Sequence[str], weights, grid_side: int, title: str = "", max_words: int = 8):
+    """Where each generated word looked: for word i, the cross-attention weights over the grid tokens
+    (weights (n_words, 1 + grid_side**2): the pooled token first, then the grid row by row) upsampled
+    and overlaid on the picture (3, H, W) uint8. The pooled token's share is printed in each title: it
+    is the part of the attention the map cannot show."""
+    import matplotlib.pyplot as plt
+    import torch
+
+    n = min(len(words), max_words)
+    fig, axes = plt.subplots(1, n + 1, figsize=(1.9 * (n + 1), 2.3))
+    axes = np.atleast_1d(axes)
+    img = image.permute(1, 2, 0).numpy()
+    axes[0].imshow(img)
+    axes[0].set_title("picture", fontsize=8)
+    H, W = img.shape[:2]
+    for i in range(n):
+        w = torch.as_tensor(weights[i], dtype=torch.float32)
+        grid = w[1:].reshape(1, 1, grid_side, grid_side)
+        up = torch.nn.functional.interpolate(grid, size=(H, W), mode="nearest")[0, 0].numpy()
+        axes[i + 1].imshow(img)
+        axes[i + 1].imshow(up, cmap="magma", alpha=0.6, vmin=0, vmax=max(float(w[1:].max()), 1e-6))
+        axes[i + 1].set_title(f"{words[i]}\npooled {float(w[0]):.2f}", fontsize=8)
+    for ax in axes:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_attention_mask(allowed, tokens: Sequence[str], ax=None, title: str = ""):
+    """A self-attention mask (L, L) of booleans as an image: row = query, column = key, white = allowed."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.2, 4.2))
+    ax.imshow(np.asarray(allowed, dtype=float), cmap="gray", vmin=0, vmax=1)
+    ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(tokens)), tokens, fontsize=7)
+    ax.set(xlabel="key (attended to)", ylabel="query", title=title)
     return ax
