@@ -125,13 +125,16 @@ class DDCapCaptioner(nn.Module):
         self.dcfg, self.vocab_size, self.max_len, self.width = dcfg, vocab_size, max_len, width
         self.pad_id, self.mask_id = pad_id, mask_id
         self.sched = mask_schedule(dcfg.timesteps, dcfg.schedule)
+        # tokens and positions start at the same small scale (GPT-2's 0.02): with N(0, 1) tokens a [MASK]
+        # would look the same at every position until the position embeddings had grown 50-fold
         self.tok = nn.Embedding(vocab_size, width)
+        nn.init.normal_(self.tok.weight, std=0.02)
         self.pos = nn.Parameter(torch.randn(max_len, width) * 0.02)
         self.time = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
         # the memory: [pooled feature, grid tokens], each projected to the width, with a type and grid position
         self.image_proj = nn.Linear(image_dim, width)
         self.grid_proj = nn.Linear(grid_dim, width) if n_grid else None
-        self.memory_pos = nn.Parameter(torch.randn(1 + n_grid, width) * 0.02)
+        self.memory_pos = nn.Parameter(torch.randn(1 + n_grid, width) * 0.5)  # against unit-variance tokens
         # pooled CLIP vectors are unit length (0.04 per coordinate) and grid activations an order of magnitude
         # larger: a LayerNorm per memory token puts both on the scale of the caption tokens
         self.memory_norm = nn.LayerNorm(width)
