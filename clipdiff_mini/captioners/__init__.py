@@ -4,7 +4,11 @@ share. May import every lower part: core, data, evaluation, diffusion, clip.
 Modules:
 
 - ``features``   -- a split as captioners see it: CLIP features (pooled, grid, text) and caption token ids
-- ``training``   -- the one training loop: progress, validation on val, best weights, resumable checkpoints
+- ``training``   -- the one training loop: progress, validation on val, best weights, resumable checkpoints,
+  several processes (DDP), mixed precision on CUDA
+- ``distributed`` -- the processes of a torchrun launch: rank, process group, barriers, shards of a batch
+- ``checkpoints`` -- what a checkpoint holds, `load_trained`, refusing another model/config/vocabulary
+- ``registry``   -- every captioner by name: its module, build and caption functions, config section
 - ``evaluate``   -- the one evaluation: COCO metrics, scene accuracy, object recall, error kinds, baselines
 - ``decoding``   -- ids to captions, repeated words, the denoising trajectory as text
 - ``display``    -- figures: training curves, caption grids, how a trajectory settles, attention masks and maps
