@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -70,19 +71,23 @@ def clip_meta(cfg) -> dict[str, Any]:
     return {"source": "scratch", "path": str(path), "sha256": file_sha256(path) if path.exists() else None}
 
 
-def evaluate_split(preds: dict[int, str], split, metrics: str = "coco") -> dict[str, Any]:
+def evaluate_split(preds: dict[int, str], split, metrics: str = "coco", scorer=None) -> dict[str, Any]:
     """Scores of one caption per picture of `split` (a `SplitFeatures`): on the embedded dataset scene
     accuracy, object recall (and with ``metrics="coco"`` the COCO metrics); on a real dataset the COCO
-    metrics against all references (``"coco"``, Java) or the quick Python BLEU-4 / CIDEr-D (``"quick"``)."""
+    metrics against all references (``"coco"``, Java) or the quick Python BLEU-4 / CIDEr-D (``"quick"``).
+    `scorer`: an open `CaptionScorer` to reuse (METEOR's Java process takes seconds to start)."""
     if metrics not in ("coco", "quick"):
         raise ValueError(f"metrics={metrics!r}; allowed: 'coco', 'quick'")
     if has_scenes(split):
-        return evaluate_captions(preds, split, coco=metrics == "coco")
+        return evaluate_captions(preds, split, coco=metrics == "coco", scorer=scorer)
     refs = split.references()
     if metrics == "coco":
-        from clipdiff_mini.evaluation.metrics import caption_metrics
+        from clipdiff_mini.evaluation.metrics import CaptionScorer
 
-        return caption_metrics(preds, refs)
+        if scorer is not None:
+            return scorer.score(preds, refs)
+        with CaptionScorer() as own:
+            return own.score(preds, refs)
     from clipdiff_mini.evaluation.metrics import quick_caption_scores
 
     return quick_caption_scores(preds, refs)
@@ -129,13 +134,19 @@ def train_model(model_name: str, cfg, *, data=None, progress: bool = True, resum
             + ", ".join(f"{k} {v:.3f}" for k, v in record["best"].items() if k != "step" and isinstance(v, float)))
     if evaluate and record.get("finished", True) and world.main:
         fn = spec.caption_function(data["train"].tokenizer, cfg)
-        for name in splits:
-            torch.manual_seed(cfg.seed)  # the same captions every time for the same weights
-            preds = generate_captions(model, fn, data[name])
-            out["captions"][name] = preds
-            out["scores"][name] = evaluate_split(preds, data[name], metrics)
-            say(f"[train] {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in out["scores"][name].items()
-                                                  if isinstance(v, float)))
+        with contextlib.ExitStack() as stack:
+            scorer = None
+            if metrics == "coco":
+                from clipdiff_mini.evaluation.metrics import CaptionScorer
+
+                scorer = stack.enter_context(CaptionScorer())  # one METEOR process for every split
+            for name in splits:
+                torch.manual_seed(cfg.seed)  # the same captions every time for the same weights
+                preds = generate_captions(model, fn, data[name])
+                out["captions"][name] = preds
+                out["scores"][name] = evaluate_split(preds, data[name], metrics, scorer)
+                say(f"[train] {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in out["scores"][name].items()
+                                                      if isinstance(v, float)))
     D.barrier(world)
     out["seconds"] = time.perf_counter() - t0
     return out

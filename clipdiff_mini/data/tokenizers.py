@@ -294,7 +294,7 @@ class GPT2BPETokenizer(CaptionTokenizer):
         return list(self.hf(text, add_special_tokens=False)["input_ids"])
 
     def _join(self, ids: list[int]) -> str:
-        return self.hf.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=True).strip()
+        return self.hf.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False).strip()
 
     def save(self, path: str | Path) -> None:
         write_json(path, {"kind": self.kind, "source": self.source, "vocab_size": self.vocab_size})
