@@ -40,6 +40,22 @@ from clipdiff_mini.captioners.training import has_scenes, run_options
 from clipdiff_mini.config import PROFILES, ConfigError, get_config, preset_overrides
 
 
+COLAB_DRIVE = "/content/drive"  # where Colab mounts Google Drive
+
+
+def colab_drive(folder: str = "clipdiff") -> Path | None:
+    """On Colab: mount Google Drive (it asks for permission once) and return ``MyDrive/<folder>``, created
+    if missing, for data and checkpoints that survive a disconnect. Elsewhere: None (nothing to mount)."""
+    try:
+        from google.colab import drive  # only exists on Colab
+    except ImportError:
+        return None
+    drive.mount(COLAB_DRIVE)
+    path = Path(COLAB_DRIVE) / "MyDrive" / folder
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     """["captioner.lr=1e-4", "data.source=karpathy"] -> {"captioner.lr": 0.0001, "data.source": "karpathy"}."""
     out: dict[str, Any] = {}

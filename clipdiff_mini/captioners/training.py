@@ -348,7 +348,7 @@ def train_captioner(model, train, val, cfg, *, name: str, caption_fn: Callable, 
         h["logs"].append(logs)
         bar.update(1)
         if (step + 1) % 10 == 0:
-            bar.set_postfix(loss=f"{step_loss:.3f}", best=(state["best"] or {}).get("scene_accuracy"))
+            bar.set_postfix(loss=f"{step_loss:.3f}", best=round(selection_score(state["best"])[0], 3) if state["best"] else None)
         if (step + 1) % c.eval_every == 0:
             check(step + 1)
             state["seconds"] = time.perf_counter() - t0  # validation time counts: it is part of training
