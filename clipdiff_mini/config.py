@@ -408,7 +408,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # DDCap (Zhu 2022): CLIP ViT-B/16 patch tokens (196), GPT-2-base-sized bidirectional transformer, GPT-2
     # BPE vocabulary (through transformers), captions of at most 20 tokens, AdamW lr 2e-4 with warm-up then
     # cosine to 0, weight decay 0.01, batch 512 (here 4 micro-batches of 128 per step), 30 epochs of COCO
-    # Karpathy train (+restval: 113,287 images x 5 captions / 512 = 1,106 steps per epoch), 5 of them warm-up.
+    # Karpathy train (+restval: 113,287 images x 5 captions / 512 = 1,106.3 steps per epoch), 5 of them warm-up.
     # The masked-diffusion settings (T = 20, length head, attention mask, guidance) are the `ddcap` section's.
     "paper_ddcap": {
         "data.source": "karpathy",
@@ -430,9 +430,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "captioner.weight_decay": 0.01,
         "captioner.batch_size": 512,
         "captioner.grad_accum": 4,
-        "captioner.train_steps": 33_180,
-        "captioner.warmup_steps": 5_530,
+        "captioner.train_steps": 33_190,  # 30 x 113,287 x 5 / 512
+        "captioner.warmup_steps": 5_532,  # 5 epochs
         "captioner.train_minutes": 0.0,
+        "ddcap.timesteps": 20,
+        "ddcap.schedule": "mask",  # the released schedule puts ~no mass on replacement: mask-only
+        "ddcap.length_prediction": True,
+        "ddcap.concentrated_mask": True,
+        "ddcap.order": "best_first",
+        "ddcap.tokens_per_step": 1,  # the code commits one token per step
+        # image-free training and guidance keep the section's values (the note's p = 0.2, s = 1.17;
+        # the released code's defaults are 0.1 and 1.06)
     },
 }
 

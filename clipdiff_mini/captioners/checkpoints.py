@@ -118,6 +118,16 @@ def run_identity(cfg, name: str, extra: dict | None = None) -> dict[str, Any]:
     return keep
 
 
+def config_identity(config: dict[str, Any], section: str) -> dict[str, Any]:
+    """The parts of a config dict (``cfg.to_dict()``) that define what a model of config section `section`
+    learns: seed, captioner (less what only schedules checks), data, CLIP, and the model's own section."""
+    keep = {"seed": config.get("seed"), "captioner": dict(config.get("captioner", {})), "data": config.get("data"),
+            "clip": config.get("clip"), section: config.get(section)}
+    for k in _NOT_IDENTITY:
+        keep["captioner"].pop(k, None)
+    return keep
+
+
 def run_key(cfg, name: str, extra: dict | None = None) -> str:
     """Hash of `run_identity` (12 hex digits): the checkpoint file name carries it."""
     return hashlib.sha256(json.dumps(run_identity(cfg, name, extra), sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -218,8 +228,8 @@ def load_trained(path, *, model: str | None = None, cfg=None, tokenizer=None, de
     if model is not None and model != name:
         diffs.append(f"model: checkpoint {name!r}, asked for {model!r}")
     if cfg is not None and not diffs:
-        spec = get_spec(name)
-        diffs += dict_differences(ckpt.get("run"), run_identity(cfg, ckpt["name"], spec.key_extra(cfg)))
+        section = get_spec(name).section
+        diffs += dict_differences(config_identity(ckpt["config"], section), config_identity(cfg.to_dict(), section))
     if tokenizer is not None:
         diffs += tokenizer_differences(ckpt["tokenizer"], tokenizer)
     if diffs:
