@@ -56,7 +56,7 @@ USE_DRIVE = True  # on Colab: data cache and checkpoints on Google Drive (asks f
 DISCONNECT_AT = None  # the step at which training is cut off and resumed (None: half way)
 METRICS = None  # "coco" (the COCO metrics, Java) or "quick" (Python BLEU-4/CIDEr-D); None: quick in ci
 FIXTURE_SIZES = None  # pictures (train, val, test) of the fixture; None: (40, 10, 10) in ci, (2000, 200, 200) else
-TRAIN_STEPS = None  # None: the profile's (the preset's); in ci 160, enough for the captions to take a shape
+TRAIN_STEPS = None  # None: the profile's (the preset's); in ci 160 (a smoke test: the captions stay rudimentary)
 
 # %%
 PAPER_PRESETS = {"clip_diffusionlm": "paper_clip_diffusionlm", "ddcap": "paper_ddcap"}
