@@ -308,3 +308,40 @@ def test_paper_presets_carry_the_papers_settings():
     # 30 epochs of COCO's Karpathy train split (113,287 images, 5 captions each) at 512, 5 of them warm-up
     assert d.captioner.train_steps == round(30 * 113_287 * 5 / 512)
     assert d.captioner.warmup_steps == round(5 * 113_287 * 5 / 512)
+
+
+# ---- gradient accumulation keeps the global batch ------------------------------------------------
+class _DeterministicCaptioner(torch.nn.Module):
+    """A loss with no randomness (mean squared error of a linear map of the image feature against the
+    ids): micro-batching may then change nothing but the order of float sums."""
+
+    def __init__(self, d: int, length: int):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = torch.nn.Linear(d, length)
+
+    def loss(self, batch, generator=None):
+        err = self.lin(batch["image"]) - batch["ids"].float()  # (B, L)
+        loss = err.pow(2).mean()
+        return loss, {"loss": loss.item()}
+
+
+def test_gradient_accumulation_takes_the_same_steps_as_the_whole_batch(tmp_path, ci_data):
+    from clipdiff_mini.captioners.training import train_captioner
+
+    train = ci_data["train"]
+    weights, losses = {}, {}
+    for accum in (1, 3):  # 8 rows as 3 + 3 + 2: uneven micro-batches, each weighted by its share
+        cfg = tiny_cfg(**{"captioner.train_steps": 5, "captioner.eval_every": 100, "captioner.grad_accum": accum})
+        model = _DeterministicCaptioner(train.image.shape[1], train.ids.shape[1])
+        record = train_captioner(model, train, ci_data["val"], cfg, name=f"accum{accum}", progress=False,
+                                 caption_fn=lambda m, cond: ["a red circle"] * len(cond["image"]),
+                                 checkpoint=tmp_path / f"accum{accum}.pt")
+        weights[accum], losses[accum] = model.state_dict(), record["history"]["loss"]
+    # (AdamW does not see a constant factor on all gradients; unequal weights of the rows it does see)
+    assert losses[3] == pytest.approx(losses[1], rel=1e-5)  # the logged loss is the whole batch's mean
+    for k in weights[1]:
+        torch.testing.assert_close(weights[3][k], weights[1][k], atol=1e-5, rtol=1e-5)
+    # and the steps moved the weights (the comparison is not between two untrained models)
+    assert not torch.allclose(weights[1]["lin.weight"], _DeterministicCaptioner(train.image.shape[1],
+                                                                               train.ids.shape[1]).lin.weight)
