@@ -32,6 +32,7 @@ import torch
 from clipdiff_mini.captioners.checkpoints import TrainedCaptioner, load_trained
 from clipdiff_mini.captioners.decoding import trajectory_rows
 from clipdiff_mini.clip.feature_cache import compute_features
+from clipdiff_mini.clip.model import PretrainedWeightsUnavailable
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -97,7 +98,7 @@ def load_clip_for(trained: TrainedCaptioner, clip_path: str | Path | None = None
     if want and file_sha256(path) != want:
         raise CaptionInputError(f"the CLIP checkpoint {path} is not the one this captioner was trained with "
                                 f"(SHA-256 differs from {want[:12]}...); pass the right one with --clip PATH")
-    return load_scratch_checkpoint(path, device=device)
+    return load_scratch_checkpoint(path, device=device, precision=cfg.precision)  # as the training features
 
 
 def image_condition(bundle, images: torch.Tensor, grid: str) -> dict[str, torch.Tensor]:
@@ -149,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         files = image_files(args.target)
         trained = load_trained(args.checkpoint, device=args.device)
         bundle = load_clip_for(trained, args.clip, device=args.device)
-    except (CaptionInputError, FileNotFoundError, ValueError) as exc:
+    except (CaptionInputError, OSError, ValueError, PretrainedWeightsUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"# {trained.name} from {trained.path} (step {trained.steps}), CLIP {bundle.name}")

@@ -236,8 +236,12 @@ def train_captioner(model, train, val, cfg, *, name: str, caption_fn: Callable, 
     state = {"step": 0, "seconds": 0.0, "history": {"step": [], "loss": [], "logs": [], "val": []},
              "best": None, "best_state": None, "done": False}
     resumed = upgrade = False
-    if resume and path.exists():
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if path.exists() and (resume or checkpoint is not None):
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise ValueError(f"{path} cannot be read as a checkpoint ({type(exc).__name__}: {exc}); "
+                             "delete it or use another checkpoint path") from exc
         same_run = ckpt.get("format") == CHECKPOINT_FORMAT and ckpt.get("key") == key
         if checkpoint is not None and not same_run:  # a file the caller named: never silently overwritten
             diffs = (dict_differences(ckpt["run"], identity) if "run" in ckpt
@@ -246,7 +250,7 @@ def train_captioner(model, train, val, cfg, *, name: str, caption_fn: Callable, 
                 diffs.insert(0, f"model: checkpoint {ckpt['meta']['model']!r}, now {meta.get('model')!r}")
             raise CheckpointMismatch(mismatch_message(path, diffs or ["checkpoint format or key"],
                                                       "Use another checkpoint path for this run, or delete the file."))
-        if same_run:
+        if same_run and resume:
             vocab_diffs = tokenizer_differences(ckpt.get("tokenizer"), train.tokenizer)
             if vocab_diffs:
                 raise CheckpointMismatch(mismatch_message(path, vocab_diffs, "The data gave another vocabulary than "
