@@ -117,16 +117,16 @@ else:
         reason = " ".join(str(exc).splitlines()[:2])  # what is missing, and the step of data/README.md
 if reason:
     sizes = FIXTURE_SIZES or ((40, 10, 10) if PROFILE == "ci" else (2000, 200, 200))
-    base = get_config(PROFILE)  # the embedded dataset of this profile
+    base = get_config("ci" if PROFILE == "ci" else "laptop")  # an embedded dataset that exists or is quick to make
     fixture_dir = cfg.path("data_dir") / f"flickr8k-fixture-{PROFILE}-{'-'.join(map(str, sizes))}"
     json_path, image_dir = write_karpathy_fixture(base, fixture_dir, sizes=sizes)
     print(f"real data: {reason}\n  -> the fixture: {json_path.relative_to(project_root())}")
     fallback.update({"data.source": "karpathy", "data.karpathy_json": str(json_path), "data.image_dir": str(image_dir),
                      "data.image_size": base.data.image_size})
-if preset and not gpu:
-    print(f"no GPU: the {preset} sizes would take days on a CPU; using the {PROFILE} profile's sizes")
-    cfg = get_config(PROFILE, {**{k: v for k, v in preset_overrides(preset).items()
-                                  if k in ("data.source", "data.karpathy_json", "data.image_dir")}, **where})
+if (preset or PROFILE == "colab") and not gpu:
+    print(f"no GPU: the {preset or PROFILE} sizes would take days on a CPU; using the laptop profile's sizes")
+    cfg = get_config("laptop", {**{k: v for k, v in preset_overrides(preset).items()
+                                   if k in ("data.source", "data.karpathy_json", "data.image_dir")}, **where})
 if not hub.online:
     if cfg.clip.source == "pretrained":
         print("no network: the pretrained CLIP cannot be fetched; using the course's small CLIP, trained here")
