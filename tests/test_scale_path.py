@@ -69,6 +69,26 @@ WORKER = textwrap.dedent('''
     # resumed to the end: final validation on process 0, its choice of weights on every process
     second = train_model("clip_diffusionlm", cfg, checkpoint=ckpt, evaluate=False, progress=False, verbose=False)
     torch.save({"state": second["model"].state_dict(), "record": second["record"]}, os.path.join(out, f"final{rank}.pt"))
+    # a loss without randomness: two processes must take the steps one process takes on the whole batch
+    from clipdiff_mini.captioners.training import train_captioner
+
+    class Deterministic(torch.nn.Module):
+        def __init__(self, d, length):
+            super().__init__()
+            torch.manual_seed(0)
+            self.lin = torch.nn.Linear(d, length)
+
+        def loss(self, batch, generator=None):
+            loss = (self.lin(batch["image"]) - batch["ids"].float()).pow(2).mean()
+            return loss, {}
+
+    train = second["data"]["train"]
+    model = Deterministic(train.image.shape[1], train.ids.shape[1])
+    det = get_config("ci", {**over, "captioner.train_steps": 5, "captioner.grad_accum": 1})
+    train_captioner(model, train, second["data"]["val"], det, name="deterministic", progress=False,
+                    caption_fn=lambda m, cond: ["a red circle"] * len(cond["image"]),
+                    checkpoint=os.path.join(out, "det.pt"))
+    torch.save(model.state_dict(), os.path.join(out, f"det{rank}.pt"))
 ''')
 
 
@@ -95,6 +115,18 @@ def test_two_processes_train_and_hold_identical_weights(tmp_path, ci_data):
     assert ckpt["world_size"] == 2 and len(ckpt["rank_rng"]) == 2 and ckpt["state"]["done"]
     # the two processes drew different diffusion noise (else a process's half batch would repeat the other's)
     assert not torch.equal(ckpt["rank_rng"][0]["cpu"], ckpt["rank_rng"][1]["cpu"])
+    # the global batch does not depend on the number of processes: one process, same deterministic loss
+    from clipdiff_mini.captioners.training import train_captioner
+
+    train = ci_data["train"]
+    one = _DeterministicCaptioner(train.image.shape[1], train.ids.shape[1])
+    det = tiny_cfg(**{"captioner.train_steps": 5, "captioner.eval_every": 100})
+    train_captioner(one, train, ci_data["val"], det, name="deterministic", progress=False,
+                    caption_fn=lambda m, cond: ["a red circle"] * len(cond["image"]), checkpoint=tmp_path / "one.pt")
+    for r in (0, 1):
+        two = torch.load(tmp_path / f"det{r}.pt", weights_only=False)
+        for k, v in one.state_dict().items():
+            torch.testing.assert_close(two[k], v, atol=1e-5, rtol=1e-5)
 
 
 # ---- exact resume, for every captioner ----------------------------------------------------------
