@@ -176,7 +176,7 @@ def test_a_checkpoint_of_another_config_model_or_vocabulary_is_refused(trained, 
         load_trained(path, tokenizer=small)
     # the same config on data whose vocabulary differs: refused before any weight is loaded
     data = {**ci_data, "train": replace(ci_data["train"], tokenizer=small)}
-    with pytest.raises(CheckpointMismatch, match="vocabulary"):
+    with pytest.raises(CheckpointMismatch, match="vocabulary size"):
         quiet("clip_diffusionlm", cfg, data=data, checkpoint=path)
 
 

@@ -246,6 +246,7 @@ def train_captioner(model, train, val, cfg, *, name: str, caption_fn: Callable, 
         if checkpoint is not None and not same_run:  # a file the caller named: never silently overwritten
             diffs = (dict_differences(ckpt["run"], identity) if "run" in ckpt
                      else dict_differences(ckpt.get("config"), cfg.to_dict()))
+            diffs += tokenizer_differences(ckpt.get("tokenizer"), train.tokenizer)
             if ckpt.get("meta", {}).get("model") not in (None, meta.get("model")):
                 diffs.insert(0, f"model: checkpoint {ckpt['meta']['model']!r}, now {meta.get('model')!r}")
             raise CheckpointMismatch(mismatch_message(path, diffs or ["checkpoint format or key"],
