@@ -10,6 +10,8 @@ models for image captioning. Its folders are the parts of the course:
 - ``evaluation/``  -- COCO metrics, scene accuracy, caption perturbations (00)
 - ``clip/``        -- the small CLIP, its training, features, probes (04)
 - ``captioners/``  -- the captioners of notebooks 05-08 and what they share
+- ``train``        -- the one training command for every captioner (one process or torchrun)
+- ``caption``      -- caption your own image files with a trained captioner
 - ``course``       -- runs every notebook headlessly
 
 `LAYERS` below says which part may import which: a part imports only the
@@ -22,7 +24,8 @@ __version__ = "0.1.0"
 __all__ = ["get_config", "ConfigError", "LAYERS", "__version__"]
 
 # part -> the parts it may import (besides itself). "core" is the top-level
-# modules config, atomic_io, seeding, results, hub, report; "course" is the runner.
+# modules config, atomic_io, seeding, results, hub, report; "train", "caption" and
+# "course" are top-level command modules (files, not folders) above the captioners.
 LAYERS: dict[str, tuple[str, ...]] = {
     "core": (),
     "data": ("core",),
@@ -30,5 +33,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "evaluation": ("core", "data"),
     "clip": ("core", "data"),
     "captioners": ("core", "data", "diffusion", "evaluation", "clip"),
+    "train": ("core", "data", "diffusion", "evaluation", "clip", "captioners"),
+    "caption": ("core", "data", "diffusion", "evaluation", "clip", "captioners"),
     "course": ("core", "data", "diffusion", "evaluation", "clip", "captioners"),
 }

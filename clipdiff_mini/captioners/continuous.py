@@ -324,8 +324,11 @@ def pretrained_word_vectors(tokenizer, bert_name: str = "") -> Tensor:
 def build_continuous_captioner(cfg, train) -> ContinuousCaptioner:
     """The model `cfg` describes, sized for the features and vocabulary of `train` (a `SplitFeatures`)."""
     c = cfg.captioner
-    vectors = (pretrained_word_vectors(train.tokenizer, cfg.data.bert_name)
-               if cfg.continuous.embeddings == "pretrained" else None)
+    vectors = None
+    if cfg.continuous.embeddings == "pretrained":  # a loaded checkpoint brings its own (load_trained)
+        vectors = getattr(train, "word_vectors", None)
+        if vectors is None:
+            vectors = pretrained_word_vectors(train.tokenizer, cfg.data.bert_name)
     return ContinuousCaptioner(train.tokenizer.vocab_size, train.ids.shape[1], train.image.shape[1],
                                train.grid.shape[2], cfg.continuous, width=c.width, layers=c.layers, heads=c.heads,
                                dropout=c.dropout, n_grid=train.grid.shape[1], word_vectors=vectors)

@@ -1,4 +1,4 @@
-"""One training loop for every captioner (notebooks 05, 07, 08).
+"""One training loop for every captioner (notebooks 05, 07, 08, 09), in one process or several.
 
 A captioner is an `nn.Module` with
 
@@ -9,22 +9,45 @@ A captioner is an `nn.Module` with
 
 `train_captioner` draws random caption rows, steps AdamW under a warm-up
 plus linear/cosine learning-rate schedule, clips gradients, shows a progress
-bar, checks scene accuracy on validation pictures every ``eval_every`` steps
+bar, checks the captions on validation pictures every ``eval_every`` steps
 and keeps the best weights (chosen on **val**, never on test), stops at
 ``train_steps`` or after ``train_minutes`` of wall-clock time, and writes an
 atomic, resumable checkpoint every ``checkpoint_every`` steps: model,
 optimizer, step, history, best weights and random states. A run started
 again with the same settings continues where the last one stopped; a
-finished run is loaded instead of retrained.
+finished run is loaded instead of retrained. What the checkpoint holds, and
+how a trained captioner is loaded back, is `clipdiff_mini.captioners.checkpoints`.
+
+**Several processes** (``torchrun --nproc_per_node N``; see
+`clipdiff_mini.captioners.distributed`): the model is wrapped in PyTorch's
+DistributedDataParallel, which averages the gradients over the processes
+during ``backward``. The global batch stays ``captioner.batch_size`` whatever
+N is: every process draws the *same* B caption rows from the shared
+data-order generator (the one a single process uses) and trains on its own
+contiguous slice of them (about B/N rows), so the rows of every step do not
+depend on N. ``captioner.grad_accum`` = A splits each process's slice further
+into A micro-batches whose gradients add up before the step (for memory;
+same global batch). Each micro-batch's mean loss is weighted by its share of
+the global batch, so the step's gradient is that of the mean loss over all B
+rows. The diffusion noise of each row comes from its process's own random
+stream (process r > 0 is seeded from (seed, r)), so runs with different N
+agree in distribution, not bit for bit. Validation, the progress bar and
+checkpoints are process 0's; the others wait at a barrier, and at the end
+every process holds the weights process 0 chose.
+
+Mixed precision: on CUDA, ``cfg.precision`` "bf16" or "fp16" runs the loss
+under autocast (fp16 with a gradient scaler); on the CPU training is fp32.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import hashlib
 import json
 import math
 import time
-from dataclasses import asdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,11 +55,16 @@ import torch
 from tqdm.auto import tqdm
 
 from clipdiff_mini.atomic_io import torch_save
+from clipdiff_mini.captioners import distributed as D
+from clipdiff_mini.captioners.checkpoints import (CHECKPOINT_FORMAT, CheckpointMismatch, dict_differences,
+                                                  mismatch_message, run_identity, run_key, tokenizer_differences,
+                                                  tokenizer_state)
 from clipdiff_mini.captioners.evaluate import generate_captions
 from clipdiff_mini.clip.training import peak_rss_mb
 from clipdiff_mini.evaluation.scene_judge import scene_accuracy
 
-CHECKPOINT_FORMAT = 1
+__all__ = ["train_captioner", "lr_factor", "run_key", "run_identity", "run_options", "checkpoint_path", "validate",
+           "architecture", "CHECKPOINT_FORMAT", "CheckpointMismatch"]
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str, final_ratio: float,
@@ -57,15 +85,6 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str, final_ratio: fl
     raise ValueError(f"captioner.lr_schedule={schedule!r}; allowed: 'constant', 'linear', 'cosine'")
 
 
-def run_key(cfg, name: str, extra: dict | None = None) -> str:
-    """Hash of everything that defines a training run: the captioner settings, the CLIP and the data."""
-    keep = {"name": name, "seed": cfg.seed, "captioner": asdict(cfg.captioner), "data": asdict(cfg.data),
-            "clip": asdict(cfg.clip), **(extra or {})}
-    keep["captioner"].pop("eval_images", None)
-    keep["captioner"].pop("checkpoint_every", None)
-    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
 def checkpoint_path(cfg, name: str, key: str) -> Path:
     return cfg.path("checkpoint_dir") / "captioners" / f"{cfg.profile}-{name}-{key}.pt"
 
@@ -77,116 +96,293 @@ def make_batch(data, rows: torch.Tensor, device) -> dict[str, torch.Tensor]:
             "grid": data.grid[owner].to(device), "text": data.text[rows].to(device)}
 
 
+def has_scenes(split) -> bool:
+    """Whether a split carries ground-truth scenes (the embedded dataset) or only reference captions."""
+    return all(r.scene is not None for r in split.split.records)
+
+
 @torch.no_grad()
 def validate(model, caption_fn: Callable, val, n_images: int, batch_size: int = 250) -> dict[str, float]:
-    """Scene accuracy and object recall of captions for the first `n_images` validation pictures."""
+    """Captions for the first `n_images` validation pictures, scored: scene accuracy and object recall on
+    the embedded dataset; on a real dataset (no scenes) CIDEr-D and BLEU-4 against all references
+    (pycocoevalcap's scorers on lower-cased words, no Java: a quick check, not the reported numbers)."""
     was = model.training
     model.eval()
     sub = val.subset(n_images)
     preds = generate_captions(model, caption_fn, sub, batch_size)
     model.train(was)
+    if not has_scenes(sub):
+        from clipdiff_mini.evaluation.metrics import quick_caption_scores
+
+        return quick_caption_scores(preds, sub.references())
     acc = scene_accuracy(preds, sub.scenes())
     return {"scene_accuracy": acc["caption_all_true"], "object_recall": acc["object_recall"],
             "well_formed": acc["well_formed"]}
 
 
+def selection_score(scores: dict[str, float]) -> tuple[float, float]:
+    """What "best on val" means: (scene accuracy, object recall) on the embedded dataset, else (CIDEr, BLEU-4)."""
+    if "scene_accuracy" in scores:
+        return scores["scene_accuracy"], scores["object_recall"]
+    return scores["CIDEr"], scores["BLEU-4"]
+
+
+# ---- options of the scale path (set by clipdiff_mini.train) ----------------------------------
+@dataclass
+class RunOptions:
+    """Options a caller sets around a model's own ``train_*`` function (whose signature is fixed):
+
+    ``checkpoint``: write and resume this file instead of the default path (e.g. on Google Drive); a
+    file there of another model, config or vocabulary is refused with the differences listed.
+    ``stop_at``: stop after this global step, with a checkpoint, without finishing (a planned
+    interruption: the next run resumes). ``meta``: stored in the checkpoint (the model's registry
+    name, which CLIP made the features), what `load_trained` needs.
+    """
+
+    checkpoint: Path | None = None
+    stop_at: int | None = None
+    meta: dict = field(default_factory=dict)
+
+
+_RUN_OPTIONS: contextvars.ContextVar[RunOptions] = contextvars.ContextVar("clipdiff_run_options", default=RunOptions())
+
+
+@contextlib.contextmanager
+def run_options(**kw):
+    """``with run_options(checkpoint=..., stop_at=..., meta=...): train_continuous(cfg, data)``."""
+    token = _RUN_OPTIONS.set(RunOptions(**kw))
+    try:
+        yield
+    finally:
+        _RUN_OPTIONS.reset(token)
+
+
+class LossForward(torch.nn.Module):
+    """``forward(batch) = captioner.loss(batch)``: DistributedDataParallel synchronises the gradients of
+    what runs through its wrapper's forward, and a captioner's training forward is its ``loss``."""
+
+    def __init__(self, captioner: torch.nn.Module):
+        super().__init__()
+        self.captioner = captioner
+
+    def forward(self, batch: dict[str, torch.Tensor]):
+        return self.captioner.loss(batch, generator=None)
+
+
+def autocast_for(device: torch.device, precision: str):
+    """Autocast context and gradient scaler for ``cfg.precision`` (CUDA only; the CPU trains in fp32)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision) if device.type == "cuda" else None
+    if dtype is None:
+        return contextlib.nullcontext, None
+    scaler = torch.amp.GradScaler("cuda") if dtype is torch.float16 else None
+    return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    out = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        out["cuda"] = torch.cuda.get_rng_state(device)
+    return out
+
+
+def _set_rng_state(d: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(d["cpu"])
+    if device.type == "cuda" and d.get("cuda") is not None:
+        torch.cuda.set_rng_state(d["cuda"], device)
+
+
 def train_captioner(model, train, val, cfg, *, name: str, caption_fn: Callable, key_extra: dict | None = None,
-                    progress: bool = True, resume: bool = True, save: bool = True) -> dict[str, Any]:
+                    progress: bool = True, resume: bool = True, save: bool = True,
+                    checkpoint: str | Path | None = None, stop_at: int | None = None,
+                    meta: dict | None = None) -> dict[str, Any]:
     """Train `model` on `train` (a `SplitFeatures`), choose the best weights on `val`.
 
     Returns a dict with ``history`` (per-step losses and the validation
     curve), ``best`` (step and validation scores of the kept weights),
     ``train_seconds``, ``steps``, ``steps_per_second``, ``peak_rss_mb``,
-    ``path`` (checkpoint) and ``resumed``. The model holds the best weights
-    when it returns.
+    ``path`` (checkpoint), ``resumed``, ``finished`` and ``world_size``. The
+    model holds the best weights when it returns (the last step's when
+    stopped early by `stop_at`). `checkpoint`, `stop_at` and `meta` default
+    to the surrounding `run_options` (see `RunOptions`).
     """
+    opts = _RUN_OPTIONS.get()
+    checkpoint = checkpoint if checkpoint is not None else opts.checkpoint
+    stop_at = stop_at if stop_at is not None else opts.stop_at
+    meta = {**opts.meta, **(meta or {})}
     c = cfg.captioner
-    device = cfg.torch_device()
+    grad_accum = getattr(c, "grad_accum", 1)
+    world = D.init_distributed(cfg.torch_device().type)
+    device = D.device_for(world, cfg.torch_device())
+    if c.batch_size < world.size * grad_accum:
+        raise ValueError(f"captioner.batch_size={c.batch_size} cannot be split over {world.size} processes x "
+                         f"captioner.grad_accum={grad_accum} micro-batches; use a batch of at least "
+                         f"{world.size * grad_accum} or fewer micro-batches")
+    if world.rank > 0:  # each process its own noise; process 0 keeps the single-process stream
+        torch.manual_seed(cfg.seed * 1_000_003 + world.rank)
     model.to(device)
+    identity = run_identity(cfg, name, key_extra)
     key = run_key(cfg, name, key_extra)
-    path = checkpoint_path(cfg, name, key)
+    path = Path(checkpoint) if checkpoint is not None else checkpoint_path(cfg, name, key)
+    vocab = tokenizer_state(train.tokenizer)
+    shapes = {"image": int(train.image.shape[1]), "grid": [int(train.grid.shape[1]), int(train.grid.shape[2])],
+              "text": int(train.text.shape[1]), "length": int(train.ids.shape[1])}
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=c.lr)
+    autocast, scaler = autocast_for(device, cfg.precision)
     gen = torch.Generator().manual_seed(cfg.seed)
     state = {"step": 0, "seconds": 0.0, "history": {"step": [], "loss": [], "logs": [], "val": []},
              "best": None, "best_state": None, "done": False}
-    resumed = False
-    if resume and path.exists():
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        if ckpt.get("format") == CHECKPOINT_FORMAT and ckpt.get("key") == key:
+    resumed = upgrade = False
+    if path.exists() and (resume or checkpoint is not None):
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise ValueError(f"{path} cannot be read as a checkpoint ({type(exc).__name__}: {exc}); "
+                             "delete it or use another checkpoint path") from exc
+        same_run = ckpt.get("format") == CHECKPOINT_FORMAT and ckpt.get("key") == key
+        if checkpoint is not None and not same_run:  # a file the caller named: never silently overwritten
+            diffs = (dict_differences(ckpt["run"], identity) if "run" in ckpt
+                     else dict_differences(ckpt.get("config"), cfg.to_dict()))
+            diffs += tokenizer_differences(ckpt.get("tokenizer"), train.tokenizer)
+            if ckpt.get("meta", {}).get("model") not in (None, meta.get("model")):
+                diffs.insert(0, f"model: checkpoint {ckpt['meta']['model']!r}, now {meta.get('model')!r}")
+            raise CheckpointMismatch(mismatch_message(path, diffs or ["checkpoint format or key"],
+                                                      "Use another checkpoint path for this run, or delete the file."))
+        if same_run and resume:
+            vocab_diffs = tokenizer_differences(ckpt.get("tokenizer"), train.tokenizer)
+            if vocab_diffs:
+                raise CheckpointMismatch(mismatch_message(path, vocab_diffs, "The data gave another vocabulary than "
+                                                          "the one this run started with; use another checkpoint path."))
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
             gen.set_state(ckpt["generator"])
-            torch.set_rng_state(ckpt["torch_rng"])
+            ranks = ckpt.get("rank_rng")
+            if world.rank == 0:
+                torch.set_rng_state(ckpt["torch_rng"])
+                if device.type == "cuda" and ranks and ranks[0].get("cuda") is not None:
+                    torch.cuda.set_rng_state(ranks[0]["cuda"], device)
+            elif ranks and len(ranks) == world.size:
+                _set_rng_state(ranks[world.rank], device)
+            if ranks and len(ranks) != world.size and world.main:
+                print(f"[train] resuming a run of {len(ranks)} processes with {world.size}: the data order is "
+                      "the same, the diffusion noise of processes > 0 is new")
+            if scaler is not None and ckpt.get("grad_scaler"):
+                scaler.load_state_dict(ckpt["grad_scaler"])
             if hasattr(model, "rounding_weight") and ckpt.get("rounding_weight"):
                 model.rounding_weight.load_state_dict(ckpt["rounding_weight"])
             state = ckpt["state"]
             resumed = True
+            # a checkpoint from before checkpoints held the vocabulary and model name: rewritten once
+            upgrade = "tokenizer" not in ckpt or (meta and not ckpt.get("meta"))
 
     def snapshot():
-        if not save:
-            return
-        torch_save({"format": CHECKPOINT_FORMAT, "key": key, "name": name, "model": model.state_dict(),
-                    "optimizer": opt.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                    "rounding_weight": model.rounding_weight.state_dict() if hasattr(model, "rounding_weight")
-                    else None, "state": state, "config": cfg.to_dict()}, path)
+        rngs = D.gather_objects(_rng_state(device), world)  # collective: every process takes part
+        if save and world.main:
+            torch_save({"format": CHECKPOINT_FORMAT, "key": key, "name": name, "run": identity,
+                        "model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
+                        "torch_rng": torch.get_rng_state(), "rank_rng": rngs, "world_size": world.size,
+                        "grad_scaler": scaler.state_dict() if scaler is not None else None,
+                        "rounding_weight": model.rounding_weight.state_dict() if hasattr(model, "rounding_weight")
+                        else None, "state": state, "config": cfg.to_dict(), "tokenizer": vocab, "shapes": shapes,
+                        "meta": meta}, path)
+        D.barrier(world)
 
     def check(step):
-        scores = validate(model, caption_fn, val, c.eval_images)
-        state["history"]["val"].append({"step": step, **scores})
-        score = (scores["scene_accuracy"], scores["object_recall"])
-        if state["best"] is None or score > (state["best"]["scene_accuracy"], state["best"]["object_recall"]):
-            state["best"] = {"step": step, **scores}
-            state["best_state"] = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
-        return scores
+        if world.main:
+            scores = validate(model, caption_fn, val, c.eval_images)
+            state["history"]["val"].append({"step": step, **scores})
+            if state["best"] is None or selection_score(scores) > selection_score(state["best"]):
+                state["best"] = {"step": step, **scores}
+                state["best_state"] = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
+        D.barrier(world)
 
+    # With several processes the gradients are averaged inside backward (DDP); parameters that a step
+    # does not use (a null image vector never dropped in) are allowed (find_unused_parameters).
+    trainer = LossForward(model)
+    if world.distributed:
+        trainer = torch.nn.parallel.DistributedDataParallel(
+            trainer, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     budget = c.train_minutes * 60 if c.train_minutes > 0 else float("inf")
+    last_step = c.train_steps if stop_at is None else min(c.train_steps, stop_at)
     n_rows = train.ids.shape[0]
     model.train()
-    bar = tqdm(total=c.train_steps, initial=state["step"], desc=f"train {name}", disable=not progress)
+    bar = tqdm(total=c.train_steps, initial=state["step"], desc=f"train {name}", disable=not progress or not world.main)
     t0 = time.perf_counter() - state["seconds"]
-    while not state["done"] and state["step"] < c.train_steps and time.perf_counter() - t0 < budget:
+    while not state["done"] and state["step"] < last_step:
+        # process 0's clock decides for all, so every process stops at the same step with the same learning rate
+        elapsed = D.broadcast_float(time.perf_counter() - t0, world, device)
+        if elapsed >= budget:
+            break
         step = state["step"]
         for g in opt.param_groups:
             g["lr"] = c.lr * lr_factor(step, c.train_steps, c.warmup_steps, c.lr_schedule, c.lr_final / c.lr,
-                                       (time.perf_counter() - t0) / budget)
-        rows = torch.randint(0, n_rows, (c.batch_size,), generator=gen)
-        loss, logs = model.loss(make_batch(train, rows, device), generator=None)
+                                       elapsed / budget)
+        rows = torch.randint(0, n_rows, (c.batch_size,), generator=gen)  # (B,) the global batch, on every process
+        micro = torch.tensor_split(D.shard_rows(rows, world), grad_accum)  # this process's share, in A parts
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        step_loss = 0.0
+        for i, part in enumerate(micro):
+            last = i == len(micro) - 1
+            sync = contextlib.nullcontext() if last or not world.distributed else trainer.no_sync()
+            with sync:
+                with autocast():
+                    loss, logs = trainer(make_batch(train, part, device))
+                # weight: this micro-batch's share of the global batch (DDP divides the sum by N again)
+                weight = world.size * len(part) / c.batch_size
+                scaled = loss if weight == 1.0 else loss * weight
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            step_loss += len(part) / c.batch_size * float(loss.item())
+        step_loss = D.sum_float(step_loss, world, device)  # the mean loss over the global batch
+        if scaler is not None:
+            scaler.unscale_(opt)
         if c.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
-        opt.step()
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
         state["step"] = step + 1
         state["seconds"] = time.perf_counter() - t0
         h = state["history"]
         h["step"].append(step + 1)
-        h["loss"].append(float(loss.item()))
+        h["loss"].append(step_loss)
         h["logs"].append(logs)
         bar.update(1)
         if (step + 1) % 10 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}", best=(state["best"] or {}).get("scene_accuracy"))
+            bar.set_postfix(loss=f"{step_loss:.3f}", best=round(selection_score(state["best"])[0], 3) if state["best"] else None)
         if (step + 1) % c.eval_every == 0:
             check(step + 1)
             state["seconds"] = time.perf_counter() - t0  # validation time counts: it is part of training
-        if (step + 1) % c.checkpoint_every == 0:
+        if (step + 1) % c.checkpoint_every == 0 or state["step"] == stop_at:
             snapshot()
     bar.close()
-    if not state["done"]:
-        if not state["history"]["val"] or state["history"]["val"][-1]["step"] != state["step"]:
+    stopped_early = stop_at is not None and state["step"] >= stop_at and state["step"] < c.train_steps \
+        and not state["done"]
+    if not state["done"] and not stopped_early:
+        checked = bool(state["history"]["val"]) and state["history"]["val"][-1]["step"] == state["step"]
+        if not D.broadcast_object(checked, world):  # process 0 holds the validation history
             check(state["step"])
         state["done"] = True
         state["seconds"] = time.perf_counter() - t0
         snapshot()
-    if state["best_state"] is not None:
+    elif upgrade:
+        snapshot()
+    if world.distributed:  # process 0 validated: its history and choice of weights go to every process
+        shared = D.broadcast_object({k: state[k] for k in ("history", "best", "done")}, world)
+        state.update(shared)
+    if not stopped_early and world.main and state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
+    if not stopped_early:
+        D.broadcast_module(model, world)
     model.eval()
     return {"history": state["history"], "best": state["best"], "train_seconds": state["seconds"],
             "steps": state["step"], "steps_per_second": state["step"] / max(state["seconds"], 1e-9),
-            "peak_rss_mb": peak_rss_mb(), "path": path, "resumed": resumed, "key": key}
+            "peak_rss_mb": peak_rss_mb(), "path": path, "resumed": resumed, "key": key,
+            "finished": bool(state["done"]), "world_size": world.size}
 
 
 def architecture(model) -> str:

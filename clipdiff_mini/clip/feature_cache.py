@@ -48,9 +48,16 @@ def feature_key(bundle, split) -> dict[str, Any]:
             "dataset": dataset_identity(split)}
 
 
-def feature_cache_path(cfg, split_name: str, source: str, key: dict[str, Any]) -> Path:
+def feature_cache_path(cfg, split_name: str, source: str, key: dict[str, Any], dataset: str = "shapes") -> Path:
+    """``<cache_dir>/clip_features/<profile>-[<dataset>-]<split>-<clip source>-<digest>.pt``: the dataset
+    (other than the embedded one) is in the name, so that switching datasets does not evict the other's files."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return cfg.path("cache_dir") / "clip_features" / f"{cfg.profile}-{split_name}-{source}-{digest}.pt"
+    return cfg.path("cache_dir") / "clip_features" / f"{_stem(cfg, split_name, source, dataset)}-{digest}.pt"
+
+
+def _stem(cfg, split_name: str, source: str, dataset: str) -> str:
+    tag = "" if dataset == "shapes" else f"{dataset}-"
+    return f"{cfg.profile}-{tag}{split_name}-{source}"
 
 
 def compute_features(bundle, images: torch.Tensor, captions: list[str], *, batch_size: int = 256,
@@ -88,7 +95,7 @@ def extract_features(cfg, split, *, bundle=None, progress: bool = True, force: b
 
         bundle = load_clip(cfg, progress=progress)
     key = feature_key(bundle, split)
-    path = feature_cache_path(cfg, split.split, bundle.source, key)
+    path = feature_cache_path(cfg, split.split, bundle.source, key, split.source)
     t0 = time.perf_counter()
     if path.exists() and not force:
         try:
@@ -104,7 +111,7 @@ def extract_features(cfg, split, *, bundle=None, progress: bool = True, force: b
     stored = {"key": key, **feats, "text_owner": owner, "image_ids": split.image_ids(), "captions": captions,
               "model_name": bundle.name, "seconds": seconds}
     torch_save(stored, path)
-    for old in path.parent.glob(f"{cfg.profile}-{split.split}-{bundle.source}-*.pt"):
+    for old in path.parent.glob(f"{_stem(cfg, split.split, bundle.source, split.source)}-*.pt"):
         if old != path:  # features of an older checkpoint or dataset: never valid again
             old.unlink(missing_ok=True)
     return _unpack(stored, reused=False, seconds=seconds, path=path)

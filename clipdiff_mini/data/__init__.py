@@ -8,7 +8,8 @@ Modules (lower ones first; this package imports only the core modules):
 - ``shapes_dataset``  -- the embedded dataset: generated once, reused, checked by a manifest
 - ``karpathy``        -- reading Karpathy-format split files (Flickr8k/30k, COCO, the shapes dataset)
 - ``splits``          -- the front door: ``load_split(cfg, "train")`` returns a ``CaptionSplit``
-- ``tokenizers``      -- captions <-> ids: the course's word tokenizer, BERT word pieces
+- ``tokenizers``      -- captions <-> ids: the course's word tokenizer, BERT word pieces, GPT-2 BPE
+- ``karpathy_fixture`` -- a small Flickr8k-format copy of the embedded dataset (JPEGs, no scenes), for offline runs
 """
 from clipdiff_mini.data.caption_grammar import MAX_WORDS, caption_tokens, captions_for_scene, parse_caption
 from clipdiff_mini.data.karpathy import DatasetNotFoundError, ImageRecord, load_karpathy

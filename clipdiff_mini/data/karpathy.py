@@ -62,7 +62,7 @@ class DatasetNotFoundError(FileNotFoundError):
 def missing_json_message(json_path: Path) -> str:
     return (
         f"Karpathy split file not found: {json_path}\n"
-        f"Get the Karpathy splits (dataset_flickr8k.json, dataset_flickr30k.json, dataset_coco.json) from\n"
+        f"(data/README.md, step 1) Get the Karpathy splits (dataset_flickr8k.json, dataset_flickr30k.json, dataset_coco.json) from\n"
         f"  {KARPATHY_URL}\n"
         f"unzip it and put the file at {json_path}, or point the config key data.karpathy_json at it\n"
         f"(default: data/flickr8k/dataset_flickr8k.json). Or use the embedded dataset: data.source='shapes'."
@@ -72,7 +72,7 @@ def missing_json_message(json_path: Path) -> str:
 def missing_images_message(image_dir: Path) -> str:
     return (
         f"image folder not found: {image_dir}\n"
-        f"Get the images of the dataset, for Flickr8k e.g. {FLICKR8K_URL}\n"
+        f"(data/README.md, step 2) Get the images of the dataset, for Flickr8k e.g. {FLICKR8K_URL}\n"
         f"(it unzips to Flicker8k_Dataset/), and put them at {image_dir}, or point the config key\n"
         f"data.image_dir at the folder (default: data/flickr8k/Flicker8k_Dataset; for COCO the folder\n"
         f"that holds train2014/ and val2014/)."

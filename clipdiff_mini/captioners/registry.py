@@ -1,0 +1,87 @@
+"""Every captioner of the course by name: where its code lives and how to build it.
+
+    spec = get_spec("clip_diffusionlm")
+    spec.available()              # False while its module is not written yet
+    build = spec.load("build")    # build(cfg, train_features) -> nn.Module
+    make_fn = spec.load("caption_fn")  # make_fn(tokenizer, **kw) -> caption_fn(model, cond)
+
+The functions are named by module path and looked up on first use (lazy
+imports), so an entry may name a module that does not exist yet: it becomes
+usable the moment the module lands, and `available()` says whether it has.
+Adding a captioner is one line in `CAPTIONERS`. Its module provides, like
+`clipdiff_mini.captioners.continuous` does:
+
+* ``build(cfg, train) -> model`` with ``model.loss(batch, generator)`` and ``model.sample(cond, ...)``;
+* ``caption_fn(tokenizer, **kw) -> caption_fn(model, cond) -> list[str]``;
+* ``train(cfg, data, progress=, resume=, name=) -> (model, record)``, which trains
+  through `clipdiff_mini.captioners.training.train_captioner`;
+
+and owns the config section `section` (its settings, part of the run's identity).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class CaptionerSpec:
+    """Where a captioner's functions are: module path and function names; its config section."""
+
+    name: str
+    module: str
+    build: str
+    caption_fn: str
+    train: str
+    section: str
+    kind: str = "diffusion"  # "diffusion" (has a denoising trajectory) or "autoregressive"
+    # config -> keyword arguments of caption_fn beyond the tokenizer (e.g. CLIP-DiffusionLM's drop_repeats)
+    caption_kw: Callable[[Any], dict] = lambda cfg: {}
+
+    def available(self) -> bool:
+        """Whether the module exists (it may still be being written)."""
+        try:
+            return importlib.util.find_spec(self.module) is not None
+        except ModuleNotFoundError:
+            return False
+
+    def load(self, what: str) -> Callable:
+        """The function `what` ("build", "caption_fn" or "train"), imported now."""
+        if not self.available():
+            raise NotImplementedError(f"the captioner {self.name!r} is registered but its module {self.module} "
+                                      "does not exist yet; available now: " + ", ".join(available_captioners()))
+        return getattr(importlib.import_module(self.module), getattr(self, what))
+
+    def key_extra(self, cfg) -> dict:
+        """The model's own settings, part of its runs' identity: ``{section: settings}``."""
+        from dataclasses import asdict
+
+        return {self.section: asdict(getattr(cfg, self.section))} if hasattr(cfg, self.section) else {}
+
+    def caption_function(self, tokenizer, cfg, **kw) -> Callable:
+        """caption_fn(model, cond) with the settings of `cfg` (and `kw` on top)."""
+        return self.load("caption_fn")(tokenizer, **{**self.caption_kw(cfg), **kw})
+
+
+CAPTIONERS: dict[str, CaptionerSpec] = {spec.name: spec for spec in (
+    CaptionerSpec("clip_diffusionlm", "clipdiff_mini.captioners.continuous", "build_continuous_captioner",
+                  "continuous_caption_fn", "train_continuous", "continuous",
+                  caption_kw=lambda cfg: {"drop_repeats": cfg.continuous.drop_repeats}),
+    CaptionerSpec("ddcap", "clipdiff_mini.captioners.ddcap", "build_ddcap_captioner", "ddcap_caption_fn",
+                  "train_ddcap", "ddcap"),
+    CaptionerSpec("autoregressive", "clipdiff_mini.captioners.autoregressive", "build_ar_captioner",
+                  "ar_caption_fn", "train_autoregressive", "autoregressive", kind="autoregressive"),
+)}
+
+
+def get_spec(name: str) -> CaptionerSpec:
+    if name not in CAPTIONERS:
+        raise ValueError(f"unknown captioner {name!r}; known: {', '.join(CAPTIONERS)}")
+    return CAPTIONERS[name]
+
+
+def available_captioners() -> list[str]:
+    """Names of the registered captioners whose module exists."""
+    return [n for n, s in CAPTIONERS.items() if s.available()]
