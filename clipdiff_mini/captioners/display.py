@@ -1,6 +1,7 @@
 """Figures every captioner notebook shows: training curves, a grid of pictures
 with generated and reference captions, a denoising trajectory, attention
-masks and maps (notebook 07)."""
+masks and maps (notebook 07), several captioners side by side and the order a
+caption's words were decided in (notebook 08)."""
 from __future__ import annotations
 
 import textwrap
@@ -116,4 +117,52 @@ def plot_attention_mask(allowed, tokens: Sequence[str], ax=None, title: str = ""
     ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=7)
     ax.set_yticks(range(len(tokens)), tokens, fontsize=7)
     ax.set(xlabel="key (attended to)", ylabel="query", title=title)
+    return ax
+
+
+def compare_grid(images, captions: dict[str, Sequence[str]], references: Sequence[str],
+                 verdicts: dict[str, Sequence[bool]] | None = None, ncols: int = 4, title: str = ""):
+    """Pictures (N, 3, H, W) uint8, each with one caption per captioner (`captions` {name: [N captions]};
+    green when every claim is true, red when not) and a reference underneath."""
+    import matplotlib.pyplot as plt
+
+    n = len(references)
+    nrows = (n + ncols - 1) // ncols
+    k = len(captions)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, (3.0 + 0.75 * k) * nrows))
+    for i, ax in enumerate(np.atleast_1d(axes).ravel()):
+        ax.axis("off")
+        if i >= n:
+            continue
+        ax.imshow(images[i].permute(1, 2, 0).numpy())
+        lines = []
+        for name, caps in captions.items():
+            lines.append((name, "\n".join(textwrap.wrap(f"{name}: {caps[i]}", 40)),
+                          None if verdicts is None else verdicts[name][i]))
+        y = -0.03
+        for name, text, ok in lines:
+            colour = "black" if ok is None else ("green" if ok else "red")
+            ax.text(0, y, text, fontsize=7, color=colour, transform=ax.transAxes, va="top", ha="left")
+            y -= 0.09 * (text.count("\n") + 1)
+        ax.set_title("\n".join(textwrap.wrap("ref: " + references[i], 40)), fontsize=7, color="dimgray", loc="left")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_commit_order(words: Sequence[str], steps: Sequence[int], ax=None, title: str = ""):
+    """One caption's words in their positions (x) against the network call that decided each (y): a masked
+    diffusion caption written out of order shows as a scatter that is not a rising staircase."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(4.0, 0.55 * len(words)), 2.6))
+    x = np.arange(len(words))
+    ax.plot(x, steps, "o", color="tab:blue")
+    for i, (w, s) in enumerate(zip(words, steps)):
+        ax.annotate(w, (i, s), fontsize=8, xytext=(0, 5), textcoords="offset points", ha="center")
+    ax.set_xticks(x, [str(i) for i in x], fontsize=7)
+    ax.set(xlabel="position in the caption", ylabel="call that decided it", title=title)
+    ax.set_ylim(min(steps) - 0.5, max(steps) + 1.5)
     return ax
