@@ -130,3 +130,12 @@ def test_ddcap_fill_keeps_the_given_words_and_scores_by_hand():
     s2 = score_fills(bad, enc, items, tok, scenes)
     assert s2["exact_fill"] == pytest.approx(1 - 2 / len(items))
     assert sum(v["n"] for v in s2["per_kind"].values()) == len(items)
+    assert s2["no_word"] == 0.0
+    # a gap filled with [PAD] (the word dropped) or [EOS] (the caption cut) has no word: never true
+    empty = enc["ids"].clone()
+    empty[0][enc["span"][0]] = tok.pad_id
+    empty[1][enc["span"][1]] = tok.eos_id
+    s3 = score_fills(empty, enc, items, tok, scenes)
+    assert s3["no_word"] == pytest.approx(2 / len(items))
+    true_rest = sum(judge_caption(" ".join(it.words), scenes[it.image_id]).all_true for it in items[2:])
+    assert s3["scene_accuracy"] == pytest.approx(true_rest / len(items))

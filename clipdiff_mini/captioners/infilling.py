@@ -207,17 +207,24 @@ def fill_ar_ranked(model, enc: dict, items: Sequence[InfillItem], tokenizer, con
 
 # ---- scoring --------------------------------------------------------------------------------
 def score_fills(filled: Tensor, enc: dict, items: Sequence[InfillItem], tokenizer, scenes) -> dict:
-    """Exact fill (every span token equals the reference's, and nothing else changed) and scene accuracy
-    of the filled captions, overall and per kind; also the filled captions."""
+    """Exact fill (every span token equals the reference's, and nothing else changed), scene accuracy of
+    the filled captions, and "no_word": gaps filled with a special token ([PAD], [EOS], ...), overall and
+    per kind; also the filled captions. A gap with no word in it is never counted true: a caption with its
+    colour dropped ("a small ___ diamond" -> "a small diamond") or cut at an [EOS] written in the gap
+    would often be true, and say less."""
     same_span = ((filled == enc["ids"]) | ~enc["span"]).all(-1)  # (N,)
     same_rest = ((filled == enc["ids"]) | enc["span"]).all(-1)
     exact = same_span & same_rest
+    specials = torch.tensor(sorted(set(tokenizer.special_ids.values()) - {tokenizer.unk_id}))
+    no_word = (torch.isin(filled, specials) & enc["span"]).any(-1)  # (N,)
     caps = tokenizer.batch_decode(filled)
-    true = torch.tensor([judge_caption(c, scenes[it.image_id]).all_true for c, it in zip(caps, items)])
+    judged = torch.tensor([judge_caption(c, scenes[it.image_id]).all_true for c, it in zip(caps, items)])
+    true = judged & ~no_word
     out = {"exact_fill": exact.float().mean().item(), "scene_accuracy": true.float().mean().item(),
-           "n": len(items), "captions": caps, "per_kind": {}}
+           "no_word": no_word.float().mean().item(), "n": len(items), "captions": caps, "per_kind": {}}
     for kind in dict.fromkeys(it.kind for it in items):
         k = torch.tensor([it.kind == kind for it in items])
         out["per_kind"][kind] = {"exact_fill": exact[k].float().mean().item(),
-                                 "scene_accuracy": true[k].float().mean().item(), "n": int(k.sum())}
+                                 "scene_accuracy": true[k].float().mean().item(),
+                                 "no_word": no_word[k].float().mean().item(), "n": int(k.sum())}
     return out
