@@ -123,28 +123,30 @@ def plot_attention_mask(allowed, tokens: Sequence[str], ax=None, title: str = ""
 def compare_grid(images, captions: dict[str, Sequence[str]], references: Sequence[str],
                  verdicts: dict[str, Sequence[bool]] | None = None, ncols: int = 4, title: str = ""):
     """Pictures (N, 3, H, W) uint8, each with one caption per captioner (`captions` {name: [N captions]};
-    green when every claim is true, red when not) and a reference underneath."""
+    green when every claim is true, red when not) in a panel below it, and a reference above it."""
     import matplotlib.pyplot as plt
 
     n = len(references)
     nrows = (n + ncols - 1) // ncols
     k = len(captions)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, (3.0 + 0.75 * k) * nrows))
-    for i, ax in enumerate(np.atleast_1d(axes).ravel()):
-        ax.axis("off")
-        if i >= n:
-            continue
+    text_h = 0.22 * (k + 1)  # room for k captions of up to three lines each, relative to a picture of height 1
+    fig = plt.figure(figsize=(3.9 * ncols, (3.3 + 3.3 * text_h) * nrows))
+    gs = fig.add_gridspec(2 * nrows, ncols, height_ratios=[1, text_h] * nrows)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        ax = fig.add_subplot(gs[2 * r, c])
         ax.imshow(images[i].permute(1, 2, 0).numpy())
-        lines = []
+        ax.axis("off")
+        ax.set_title("\n".join(textwrap.wrap("ref: " + references[i], 44)), fontsize=7, color="dimgray", loc="left")
+        tx = fig.add_subplot(gs[2 * r + 1, c])
+        tx.axis("off")
+        y = 1.0
         for name, caps in captions.items():
-            lines.append((name, "\n".join(textwrap.wrap(f"{name}: {caps[i]}", 40)),
-                          None if verdicts is None else verdicts[name][i]))
-        y = -0.03
-        for name, text, ok in lines:
+            text = "\n".join(textwrap.wrap(f"{name}: {caps[i]}", 44)[:3])
+            ok = None if verdicts is None else verdicts[name][i]
             colour = "black" if ok is None else ("green" if ok else "red")
-            ax.text(0, y, text, fontsize=7, color=colour, transform=ax.transAxes, va="top", ha="left")
-            y -= 0.09 * (text.count("\n") + 1)
-        ax.set_title("\n".join(textwrap.wrap("ref: " + references[i], 40)), fontsize=7, color="dimgray", loc="left")
+            tx.text(0, y, text, fontsize=7, color=colour, transform=tx.transAxes, va="top", ha="left")
+            y -= (text.count("\n") + 1.4) / (3 * (k + 1))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
