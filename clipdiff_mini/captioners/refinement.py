@@ -6,9 +6,9 @@ A trajectory is the list ``[(t, ids (B, L))]`` a sampler returns with
 position never changes again), CLIP-DiffusionLM's rounded x0 estimate at
 each call (any position may change at any call).
 
-* `settle_steps` -- for each position, the call after which its word never
-  changes again (0: it never changed, e.g. a given word). For DDCap this is
-  the call that committed it.
+* `settle_steps` -- for each position, the trajectory entry from which on
+  its word never changes again (0: it never changed, e.g. a given word).
+  For DDCap this is the call that committed it.
 * `order_inversions` -- how far from left to right the words were decided:
   the fraction of pairs of positions i < j, decided at different calls,
   where j was decided first. 0 is strictly left to right (an autoregressive
@@ -31,7 +31,9 @@ Tensor = torch.Tensor
 
 def settle_steps(trajectory: Sequence[tuple[int, Tensor]]) -> Tensor:
     """(B, L) long: for each position the index k of the trajectory entry from which on its id equals the
-    final one (entry 0 is the start; so k is the network call that decided it, 0 if it never changed)."""
+    final one (0 if it never changed). DDCap's entry 0 is the all-[MASK] start, so k is the network call
+    that committed the position; CLIP-DiffusionLM's entry 0 is the first call's estimate, so k + 1 is the
+    call after which the word stayed. Only the order of the k matters to `order_inversions`."""
     stack = torch.stack([ids for _, ids in trajectory])  # (K+1, B, L)
     final = stack[-1]
     differs = stack != final[None]  # (K+1, B, L)
