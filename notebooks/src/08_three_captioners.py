@@ -614,7 +614,8 @@ if WIDGETS and widgets is not None:
     display(widgets.VBox([widgets.HBox([r["use"], r["shape"], r["colour"], r["size"], r["x"], r["y"]])
                           for r in rows] + [widgets.HBox([bg, button]), output]))
 else:
-    print("no ipywidgets here (or WIDGETS=False): edit SCENE in the parameters cell and run the cell above again")
+    print("no ipywidgets here (or WIDGETS=False): edit SCENE in the parameters cell and run the cell above again "
+          "(for the controls in JupyterLab: pip install -e \".[widgets]\" in the course's folder; Colab has them)")
 
 # %% [markdown]
 # ## 9. Conclusion, from the numbers above
