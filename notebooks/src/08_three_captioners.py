@@ -96,6 +96,7 @@ t_notebook = time.perf_counter()
 DEVICE = cfg.torch_device()
 MACHINE = machine(DEVICE)
 print(f"profile {cfg.profile}; timings on {MACHINE}")
+log.add("timings on", MACHINE)
 print(f"each model: width {cfg.captioner.width}, {cfg.captioner.layers} layers, training budget "
       f"{cfg.captioner.train_minutes} min / {cfg.captioner.train_steps} steps")
 print(f"grids: CLIP-DiffusionLM {cfg_c.captioner.grid!r}, DDCap {cfg_d.captioner.grid!r}, "
@@ -153,7 +154,9 @@ plt.show()
 #   back; `"ddim"`) and its number of network calls;
 # * DDCap: best-first with K tokens committed per call and guidance scale s
 #   (two passes per call when $s \ne 1$);
-# * autoregressive: beam size (1 = greedy) and the key-value cache.
+# * autoregressive: beam size (1 = greedy) and the key-value cache (a
+#   beam's pass carries its k hypotheses per picture: the same passes as
+#   greedy decoding, k times the rows).
 #
 # **Timing** (`captioners/benchmark.py`): one warm-up run, then `REPEATS`
 # timed runs of captioning a batch of `BATCH` pictures (ids to strings
