@@ -56,7 +56,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from clipdiff_mini.captioners.decoding import decode_captions
-from clipdiff_mini.captioners.training import train_captioner
+from clipdiff_mini.captioners.training import architecture, train_captioner
 
 Tensor = torch.Tensor
 NEVER_WRITTEN = ("pad", "bos", "mask")  # special tokens the decoder never outputs
@@ -386,5 +386,5 @@ def train_autoregressive(cfg, data, *, progress: bool = True, resume: bool = Tru
     run.pop("use_cache")  # changes the speed only, never the captions: the same run
     record = train_captioner(model, data["train"], data["val"], cfg, name=name,
                              caption_fn=ar_caption_fn(data["train"].tokenizer),
-                             key_extra={"autoregressive": run}, progress=progress, resume=resume)
+                             key_extra={"autoregressive": run, "architecture": architecture(model)}, progress=progress, resume=resume)
     return model, record

@@ -377,11 +377,11 @@ def train_continuous(cfg, data, *, progress: bool = True, resume: bool = True, n
     Returns (model, training record) (see `clipdiff_mini.captioners.training.train_captioner`)."""
     from dataclasses import asdict
 
-    from clipdiff_mini.captioners.training import train_captioner
+    from clipdiff_mini.captioners.training import architecture, train_captioner
 
     torch.manual_seed(cfg.seed)
     model = build_continuous_captioner(cfg, data["train"])
     record = train_captioner(model, data["train"], data["val"], cfg, name=name,
                              caption_fn=continuous_caption_fn(data["train"].tokenizer, cfg.continuous.drop_repeats),
-                             key_extra={"continuous": asdict(cfg.continuous)}, progress=progress, resume=resume)
+                             key_extra={"continuous": asdict(cfg.continuous), "architecture": architecture(model)}, progress=progress, resume=resume)
     return model, record

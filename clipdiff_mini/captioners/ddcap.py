@@ -132,6 +132,9 @@ class DDCapCaptioner(nn.Module):
         self.image_proj = nn.Linear(image_dim, width)
         self.grid_proj = nn.Linear(grid_dim, width) if n_grid else None
         self.memory_pos = nn.Parameter(torch.randn(1 + n_grid, width) * 0.02)
+        # pooled CLIP vectors are unit length (0.04 per coordinate) and grid activations an order of magnitude
+        # larger: a LayerNorm per memory token puts both on the scale of the caption tokens
+        self.memory_norm = nn.LayerNorm(width)
         self.null_image = nn.Parameter(torch.zeros(image_dim))  # image-free training's learned null feature
         self.null_grid = nn.Parameter(torch.zeros(n_grid, grid_dim)) if n_grid else None
         self.n_grid = n_grid
@@ -139,7 +142,8 @@ class DDCapCaptioner(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, vocab_size)
         # length head: MLP on the pooled CLIP feature -> n in 0..L (DDCap: 512 -> 384 -> 20)
-        self.length_head = nn.Sequential(nn.Linear(image_dim, 2 * width), nn.GELU(), nn.Linear(2 * width, max_len + 1))
+        self.length_head = nn.Sequential(nn.LayerNorm(image_dim), nn.Linear(image_dim, 2 * width), nn.GELU(),
+                                         nn.Linear(2 * width, max_len + 1))
 
     # ---- the denoiser -----------------------------------------------------------------------
     def memory(self, image: Tensor, grid: Tensor | None, drop: Tensor | None = None) -> Tensor:
@@ -151,7 +155,7 @@ class DDCapCaptioner(nn.Module):
         parts = [self.image_proj(image)[:, None]]  # (B, 1, W)
         if self.n_grid:
             parts.append(self.grid_proj(grid))  # (B, P, W)
-        return torch.cat(parts, 1) + self.memory_pos  # (B, 1 + P, W)
+        return self.memory_norm(torch.cat(parts, 1)) + self.memory_pos  # (B, 1 + P, W)
 
     def forward(self, x_t: Tensor, t: Tensor, image: Tensor, grid: Tensor | None = None, drop: Tensor | None = None,
                 need_weights: bool = False):
@@ -325,11 +329,11 @@ def train_ddcap(cfg, data, *, progress: bool = True, resume: bool = True, name: 
     Returns (model, training record) (see `clipdiff_mini.captioners.training.train_captioner`)."""
     from dataclasses import asdict
 
-    from clipdiff_mini.captioners.training import train_captioner
+    from clipdiff_mini.captioners.training import architecture, train_captioner
 
     torch.manual_seed(cfg.seed)
     model = build_ddcap_captioner(cfg, data["train"])
     record = train_captioner(model, data["train"], data["val"], cfg, name=name,
                              caption_fn=ddcap_caption_fn(data["train"].tokenizer),
-                             key_extra={"ddcap": asdict(cfg.ddcap)}, progress=progress, resume=resume)
+                             key_extra={"ddcap": asdict(cfg.ddcap), "architecture": architecture(model)}, progress=progress, resume=resume)
     return model, record

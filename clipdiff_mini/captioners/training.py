@@ -187,3 +187,10 @@ def train_captioner(model, train, val, cfg, *, name: str, caption_fn: Callable, 
     return {"history": state["history"], "best": state["best"], "train_seconds": state["seconds"],
             "steps": state["step"], "steps_per_second": state["step"] / max(state["seconds"], 1e-9),
             "peak_rss_mb": peak_rss_mb(), "path": path, "resumed": resumed, "key": key}
+
+
+def architecture(model) -> str:
+    """A hash of the model's parameter names and shapes, for the run key: a checkpoint written by
+    another version of a model's code (a layer added or resized) is then not loaded into it."""
+    shapes = sorted((k, tuple(v.shape)) for k, v in model.state_dict().items())
+    return hashlib.sha256(json.dumps(shapes).encode()).hexdigest()[:12]
