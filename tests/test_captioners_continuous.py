@@ -222,3 +222,53 @@ def test_pretrained_word_vectors_are_the_bert_rows_of_each_word():
     assert model.embed_dim == table.shape[1] and not model.embedding.weight.requires_grad
     out = model.sample({"image": data.image[:2], "grid": data.grid[:2]}, steps=2)
     assert out["ids"].shape == (2, data.ids.shape[1])
+
+
+# ---- infilling by replacement ---------------------------------------------------------------
+def _recording(model):
+    """Wrap model.forward to record (x_t, t, x0_prev) of every network call."""
+    calls = []
+    forward = model.forward
+
+    def wrapped(x_t, t, *args, **kw):
+        calls.append((x_t.clone(), t.clone(), None if kw.get("x0_prev") is None else kw["x0_prev"].clone()))
+        return forward(x_t, t, *args, **kw)
+
+    model.forward = wrapped
+    return calls
+
+
+@pytest.mark.parametrize("sampler", ["feedback", "ddim"])
+def test_infilling_keeps_the_given_words_and_feeds_them_in_at_every_call(sampler):
+    cfg = tiny_cfg(**{"continuous.sampler": sampler, "continuous.sample_steps": 4})
+    data = fake_split(cfg, n=64)
+    torch.manual_seed(0)
+    model = build_continuous_captioner(cfg, data).eval()
+    ids = data.ids[::5][:64]  # one caption per picture, (B, L)
+    known = torch.rand(ids.shape, generator=torch_generator(1)) < 0.5  # (B, L)
+    cond = {"image": data.image[:ids.shape[0]], "grid": data.grid[:ids.shape[0]]}
+    calls = _recording(model)
+    out = model.sample(cond, known_ids=ids, known=known, generator=torch_generator(2))
+    assert torch.equal(out["ids"][known], ids[known])
+    assert len(calls) == 4 and out["passes"] == 4
+    E = model.E.detach()
+    x_known = E[ids]  # (B, L, D) looked up directly
+    ab = model.sched.alpha_bar
+    for k, (x_t, t, prev) in enumerate(calls):
+        if sampler == "feedback" and k > 0:  # a feed-back input is an x0 estimate: the given words exactly
+            torch.testing.assert_close(x_t[known], x_known[known])
+        else:  # a draw of q(x_t | E[w]): the standardised noise at the given positions is N(0, 1)
+            a = float(ab[int(t[0])])
+            z = (x_t[known] - a ** 0.5 * x_known[known]) / (1 - a) ** 0.5
+            assert abs(float(z.mean())) < 0.06 and abs(float(z.std()) - 1) < 0.06, (k, z.mean(), z.std())
+        # self-conditioning sees the given words from the first call on
+        torch.testing.assert_close(prev[known], x_known[known])
+    assert torch.equal(calls[0][2][~known], torch.zeros_like(calls[0][2][~known]))
+
+
+def test_infilling_needs_both_arguments():
+    cfg = tiny_cfg()
+    data = fake_split(cfg, n=4)
+    model = build_continuous_captioner(cfg, data).eval()
+    with pytest.raises(ValueError):
+        model.sample({"image": data.image, "grid": data.grid}, known_ids=data.ids[:4])

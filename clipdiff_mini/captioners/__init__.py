@@ -16,6 +16,10 @@ Modules:
 - ``ddcap``      -- DDCap, masked discrete diffusion with cross-attention to the CLIP grid (notebook 07)
 - ``autoregressive`` -- the baseline: a causal transformer decoder, greedy and beam search with a key-value cache (notebook 08)
 - ``ablations``  -- the papers' ablation tables rerun, one trained model per row (a command)
+- ``benchmark``  -- fair timing: warm-up runs, the median of timed runs, the device and thread count (notebook 08)
+- ``infilling``  -- a span of a reference hidden (colour, shape, relation) and filled by each captioner, scored (notebook 08)
+- ``refinement`` -- reading trajectories: the order words were decided in, same-call repeats, length errors (notebook 08)
+- ``try_it``     -- a student's scene -> the picture -> its CLIP features -> every captioner's caption (notebook 08)
 """
 from clipdiff_mini.captioners.autoregressive import (ARCaptioner, ar_caption_fn, build_ar_captioner,
                                                      train_autoregressive)

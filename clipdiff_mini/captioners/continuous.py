@@ -229,8 +229,17 @@ class ContinuousCaptioner(nn.Module):
     @torch.no_grad()
     def sample(self, cond: dict[str, Tensor], *, sampler: str | None = None, steps: int | None = None,
                clamp: bool | None = None, guidance_scale: float | None = None,
-               generator: torch.Generator | None = None, trajectory: bool = False) -> dict[str, Any]:
+               generator: torch.Generator | None = None, trajectory: bool = False,
+               known_ids: Tensor | None = None, known: Tensor | None = None) -> dict[str, Any]:
         """Caption ids for the pictures of `cond` {"image" (B, Di), "grid" (B, P, Dg)}.
+
+        Infilling by the *replacement method* (Song et al. 2021, "imputation"): `known_ids` (B, L)
+        and `known` (B, L) bool, True where the word is given. At every network call the given
+        positions of the input are replaced by what the forward process makes of their word
+        vectors, a fresh draw of q(x_t | E[w]) at the call's t (the feed-back sampler's later
+        inputs are x0 estimates, so there they are E[w] itself); the given positions of the x0
+        estimate are replaced by E[w] (so self-conditioning, which starts from E[w] at the given
+        positions and zeros elsewhere, and the next step see them); the returned ids keep them.
 
         Returns {"ids" (B, L), "passes": network passes per caption, and with
         `trajectory` "trajectory": [(t, ids (B, L))] of the rounded x0 estimate
@@ -246,14 +255,32 @@ class ContinuousCaptioner(nn.Module):
         shape = (B, self.max_len, self.embed_dim)
         E = self.E
         state: dict[str, Any] = {"prev": None, "calls": 0, "traj": []}
+        if (known_ids is None) != (known is None):
+            raise ValueError("infilling needs both known_ids (B, L) and known (B, L) bool")
+        if known is not None:
+            known = known.to(dev).bool()[..., None]  # (B, L, 1)
+            x_known = F.embedding(known_ids.to(dev), E)  # (B, L, D): the given words' vectors
+            if c.self_condition:
+                state["prev"] = torch.where(known, x_known, torch.zeros_like(x_known))
+        fed_back = c.target == "x0" and sampler == "feedback"
 
         def model_x0(x: Tensor, t: Tensor) -> Tensor:
+            if known is not None and not (fed_back and state["calls"] > 0):  # the input x_t: q(x_t | E[w])
+                noisy = q_sample(self.sched, x_known, t, torch.randn(x.shape, generator=generator, device=dev))
+                x = torch.where(known, noisy, x)
+            elif known is not None:  # a feed-back input is an x0 estimate: the given words themselves
+                x = torch.where(known, x_known, x)
             out = self._guided(x, t, cond, state["prev"], scale)
+            if known is not None and c.target == "x0":
+                out = {"x0": torch.where(known, x_known, out["x0"]), "logits": out["logits"]}
             x0 = clamp_to_embeddings(out["x0"], E) if clamp else out["x0"]
             state["prev"] = x0 if c.self_condition else None
             state["calls"] += 1
             if trajectory:
-                state["traj"].append((int(t[0]), out["logits"].argmax(-1).cpu()))
+                ids_t = out["logits"].argmax(-1)
+                if known is not None:
+                    ids_t = torch.where(known[..., 0], known_ids.to(dev), ids_t)
+                state["traj"].append((int(t[0]), ids_t.cpu()))
             state["last_logits"] = out["logits"]
             return out["x0"]  # the samplers clamp through clamp_fn themselves
 
@@ -287,6 +314,8 @@ class ContinuousCaptioner(nn.Module):
             ids = state["last_logits"].argmax(-1)  # the last prediction's most likely words
         else:
             ids = nearest_tokens(final, E)  # (B, L) rounding
+        if known is not None:
+            ids = torch.where(known[..., 0], known_ids.to(dev), ids)
         out = {"ids": ids, "passes": state["calls"]}
         if trajectory:
             out["trajectory"] = state["traj"]

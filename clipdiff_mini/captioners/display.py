@@ -1,6 +1,7 @@
 """Figures every captioner notebook shows: training curves, a grid of pictures
 with generated and reference captions, a denoising trajectory, attention
-masks and maps (notebook 07)."""
+masks and maps (notebook 07), several captioners side by side and the order a
+caption's words were decided in (notebook 08)."""
 from __future__ import annotations
 
 import textwrap
@@ -116,4 +117,54 @@ def plot_attention_mask(allowed, tokens: Sequence[str], ax=None, title: str = ""
     ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=7)
     ax.set_yticks(range(len(tokens)), tokens, fontsize=7)
     ax.set(xlabel="key (attended to)", ylabel="query", title=title)
+    return ax
+
+
+def compare_grid(images, captions: dict[str, Sequence[str]], references: Sequence[str],
+                 verdicts: dict[str, Sequence[bool]] | None = None, ncols: int = 4, title: str = ""):
+    """Pictures (N, 3, H, W) uint8, each with one caption per captioner (`captions` {name: [N captions]};
+    green when every claim is true, red when not) in a panel below it, and a reference above it."""
+    import matplotlib.pyplot as plt
+
+    n = len(references)
+    nrows = (n + ncols - 1) // ncols
+    k = len(captions)
+    text_h = 0.22 * (k + 1)  # room for k captions of up to three lines each, relative to a picture of height 1
+    fig = plt.figure(figsize=(3.9 * ncols, (3.3 + 3.3 * text_h) * nrows))
+    gs = fig.add_gridspec(2 * nrows, ncols, height_ratios=[1, text_h] * nrows)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        ax = fig.add_subplot(gs[2 * r, c])
+        ax.imshow(images[i].permute(1, 2, 0).numpy())
+        ax.axis("off")
+        ax.set_title("\n".join(textwrap.wrap("ref: " + references[i], 44)), fontsize=7, color="dimgray", loc="left")
+        tx = fig.add_subplot(gs[2 * r + 1, c])
+        tx.axis("off")
+        y = 1.0
+        for name, caps in captions.items():
+            text = "\n".join(textwrap.wrap(f"{name}: {caps[i]}", 44)[:3])
+            ok = None if verdicts is None else verdicts[name][i]
+            colour = "black" if ok is None else ("green" if ok else "red")
+            tx.text(0, y, text, fontsize=7, color=colour, transform=tx.transAxes, va="top", ha="left")
+            y -= (text.count("\n") + 1.4) / (3 * (k + 1))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_commit_order(words: Sequence[str], steps: Sequence[int], ax=None, title: str = ""):
+    """One caption's words in their positions (x) against the network call that decided each (y): a masked
+    diffusion caption written out of order shows as a scatter that is not a rising staircase."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(4.0, 0.55 * len(words)), 2.6))
+    x = np.arange(len(words))
+    ax.plot(x, steps, "o", color="tab:blue")
+    for i, (w, s) in enumerate(zip(words, steps)):
+        ax.annotate(w, (i, s), fontsize=8, xytext=(0, 5), textcoords="offset points", ha="center")
+    ax.set_xticks(x, [str(i) for i in x], fontsize=7)
+    ax.set(xlabel="position in the caption", ylabel="call that decided it", title=title)
+    ax.set_ylim(min(steps) - 0.5, max(steps) + 1.5)
     return ax

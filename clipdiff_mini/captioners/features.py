@@ -91,9 +91,13 @@ def from_features(name: str, split: CaptionSplit, feats: dict[str, Any], tokeniz
         raise ValueError(f"features of {feats['image'].shape[0]} images / {feats['text'].shape[0]} captions do not "
                          f"match the {name} split ({len(split)} / {len(captions)}); extract them again (force=True)")
     ids = tokenizer.batch_encode(captions, max_len=max_len)  # (M, L)
+    g = select_grid(feats, grid)
+    return SplitFeatures(name, split, feats["image"].float(), g, feats["text"].float(), ids, owner, tokenizer)
+
+
+def select_grid(feats: dict[str, Any], grid: str) -> Tensor:
+    """The grid (N, P, W) a captioner with ``captioner.grid = grid`` sees (see `from_features`)."""
     if grid not in ("fine", "coarse", "none"):
         raise ValueError(f"captioner.grid={grid!r}; allowed: 'fine', 'coarse', 'none'")
     g = feats["grid_fine" if grid == "fine" else "patches"].float()  # (N, P, W)
-    if grid == "none":
-        g = g[:, :0]  # (N, 0, W)
-    return SplitFeatures(name, split, feats["image"].float(), g, feats["text"].float(), ids, owner, tokenizer)
+    return g[:, :0] if grid == "none" else g  # "none": (N, 0, W)
