@@ -382,7 +382,7 @@ plt.show()
 # is on a 0-10 scale, the paper's times 100; the numbers are not comparable
 # across datasets, the *order* of the rows is). Rows a and c share a trained
 # model (they differ only in the sampler), as do b and e. The full table at
-# laptop size trains nine models, so it is its own command:
+# laptop size trains eight models (twelve rows), so it is its own command:
 #
 # ```bash
 # .venv/bin/python -m clipdiff_mini.captioners.ablations ddcap --profile laptop
