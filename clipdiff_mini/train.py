@@ -77,16 +77,6 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def clip_meta(cfg) -> dict[str, Any]:
-    """Which CLIP made the features: the scratch checkpoint (path and SHA-256) or the pretrained name/tag."""
-    if cfg.clip.source == "pretrained":
-        return {"source": "pretrained", "name": cfg.clip.pretrained_model, "tag": cfg.clip.pretrained_tag}
-    from clipdiff_mini.clip.model import file_sha256, scratch_checkpoint_path
-
-    path = scratch_checkpoint_path(cfg)
-    return {"source": "scratch", "path": str(path), "sha256": file_sha256(path) if path.exists() else None}
-
-
 def evaluate_split(preds: dict[int, str], split, metrics: str = "coco", scorer=None) -> dict[str, Any]:
     """Scores of one caption per picture of `split` (a `SplitFeatures`): on the embedded dataset scene
     accuracy, object recall (and with ``metrics="coco"`` the COCO metrics); on a real dataset the COCO
@@ -135,7 +125,7 @@ def train_model(model_name: str, cfg, *, data=None, progress: bool = True, resum
         D.barrier(world)
         if not world.main:
             data = load_captioning_data(cfg, progress=False)
-    meta = {"model": model_name, "clip": clip_meta(cfg)}
+    meta = {"model": model_name}  # train_captioner adds which CLIP made the features
     with run_options(checkpoint=checkpoint, stop_at=stop_at, meta=meta):
         model, record = spec.load("train")(cfg, data, progress=progress and world.main, resume=resume,
                                            name=model_name)

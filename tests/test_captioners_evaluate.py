@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from clipdiff_mini.captioners.decoding import drop_consecutive_repeats, repeat_rate, trajectory_rows
-from clipdiff_mini.captioners.evaluate import (accuracy_by_objects, caption_errors, most_frequent_caption,
-                                               nearest_neighbour_captions)
+from clipdiff_mini.captioners.evaluate import (accuracy_by_objects, caption_errors, evaluate_captions,
+                                               most_frequent_caption, nearest_neighbour_captions)
 from clipdiff_mini.captioners.features import SplitFeatures
 from clipdiff_mini.config import get_config
 from clipdiff_mini.data.splits import load_split
@@ -30,6 +30,7 @@ SCENE = {"background": {"tone": "dark", "rgb": [50, 50, 50], "gradient": [0.0, 0
     ("a large red circle", ["wrong size"]),
     ("two red circles", ["wrong count"]),
     ("a red red circle", ["repeated word"]),
+    ("a small red circle and a small red circle", ["repeated object"]),  # true of the scene, one object twice
     ("red of the and", ["no object named", "not well formed"]),
     ("a red circle on a light background", ["wrong background"]),
     ("a red circle right of the blue square", ["wrong relation"]),
@@ -106,3 +107,17 @@ def test_from_features_picks_the_grid_and_encodes_captions(grid, shape):
     assert sf.owner.tolist() == [i for i in range(6) for _ in split.records[i].captions]
     with pytest.raises(ValueError, match="do not match"):
         from_features("val", split, {**feats, "text": feats["text"][:-1]}, tok, 24, grid)
+
+
+def test_distinct_scene_accuracy_counts_an_object_named_twice_as_false():
+    split = load_split(get_config("ci"), "val", progress=False).subset(20)
+    refs = {k: v[0] for k, v in split.references().items()}
+    base = evaluate_captions(refs, split, coco=False)
+    assert base["scene_accuracy"] == base["scene_accuracy_distinct"] == 1.0  # references never repeat an object
+    k = next(iter(refs))
+    obj = split.scenes()[k]["objects"][0]
+    doubled = dict(refs)
+    doubled[k] = f"a {obj['colour']} {obj['shape']} and a {obj['colour']} {obj['shape']}"
+    got = evaluate_captions(doubled, split, coco=False)
+    assert got["scene_accuracy"] == 1.0  # each mention alone is true
+    assert got["scene_accuracy_distinct"] == pytest.approx(1 - 1 / 20)

@@ -386,5 +386,6 @@ def train_autoregressive(cfg, data, *, progress: bool = True, resume: bool = Tru
     run.pop("use_cache")  # changes the speed only, never the captions: the same run
     record = train_captioner(model, data["train"], data["val"], cfg, name=name,
                              caption_fn=ar_caption_fn(data["train"].tokenizer),
-                             key_extra={"autoregressive": run, "architecture": architecture(model)}, progress=progress, resume=resume)
+                             key_extra={"autoregressive": run, "architecture": architecture(model)}, progress=progress, resume=resume,
+                             meta={"model": "autoregressive"})
     return model, record

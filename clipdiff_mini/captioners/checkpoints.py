@@ -257,3 +257,11 @@ def _frozen_word_vectors(weights: dict[str, torch.Tensor]) -> torch.Tensor | Non
     return w.clone() if w is not None else None
 
 
+def clip_meta(cfg) -> dict[str, Any]:
+    """Which CLIP made the features: the scratch checkpoint (path and SHA-256) or the pretrained name/tag."""
+    if cfg.clip.source == "pretrained":
+        return {"source": "pretrained", "name": cfg.clip.pretrained_model, "tag": cfg.clip.pretrained_tag}
+    from clipdiff_mini.clip.model import file_sha256, scratch_checkpoint_path
+
+    path = scratch_checkpoint_path(cfg)
+    return {"source": "scratch", "path": str(path), "sha256": file_sha256(path) if path.exists() else None}

@@ -386,5 +386,6 @@ def train_continuous(cfg, data, *, progress: bool = True, resume: bool = True, n
     model = build_continuous_captioner(cfg, data["train"])
     record = train_captioner(model, data["train"], data["val"], cfg, name=name,
                              caption_fn=continuous_caption_fn(data["train"].tokenizer, cfg.continuous.drop_repeats),
-                             key_extra={"continuous": asdict(cfg.continuous), "architecture": architecture(model)}, progress=progress, resume=resume)
+                             key_extra={"continuous": asdict(cfg.continuous), "architecture": architecture(model)}, progress=progress, resume=resume,
+                             meta={"model": "clip_diffusionlm"})
     return model, record

@@ -338,5 +338,6 @@ def train_ddcap(cfg, data, *, progress: bool = True, resume: bool = True, name: 
     model = build_ddcap_captioner(cfg, data["train"])
     record = train_captioner(model, data["train"], data["val"], cfg, name=name,
                              caption_fn=ddcap_caption_fn(data["train"].tokenizer),
-                             key_extra={"ddcap": asdict(cfg.ddcap), "architecture": architecture(model)}, progress=progress, resume=resume)
+                             key_extra={"ddcap": asdict(cfg.ddcap), "architecture": architecture(model)}, progress=progress, resume=resume,
+                             meta={"model": "ddcap"})
     return model, record

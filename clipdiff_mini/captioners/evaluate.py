@@ -16,7 +16,7 @@ from clipdiff_mini.data.scenes import Scene
 from clipdiff_mini.evaluation.metrics import CaptionScorer
 from clipdiff_mini.evaluation.scene_judge import judge_caption, scene_accuracy
 
-HEADLINE = ("scene_accuracy", "object_recall", "well_formed", "CIDEr", "BLEU-4", "METEOR", "ROUGE-L")
+HEADLINE = ("scene_accuracy", "scene_accuracy_distinct", "object_recall", "well_formed", "CIDEr", "BLEU-4", "METEOR", "ROUGE-L")
 
 
 @torch.no_grad()
@@ -43,6 +43,10 @@ def evaluate_captions(predictions: Mapping[int, str], split, *, scorer: CaptionS
     out: dict[str, Any] = {"scene_accuracy": acc["caption_all_true"], "object_recall": acc["object_recall"],
                            "well_formed": acc["well_formed"], "claim_precision": acc["claim_precision"],
                            "relations_per_caption": acc["relations_per_caption"], "n_images": len(preds)}
+    # the stricter reading: all claims true *and* no object named twice (see `names_an_object_twice`)
+    scenes = split.scenes()
+    judged = [judge_caption(c, scenes[k]) for k, c in preds.items()]
+    out["scene_accuracy_distinct"] = sum(j.all_true and not names_an_object_twice(j) for j in judged) / len(judged)
     if coco:
         own = scorer is None
         scorer = scorer or CaptionScorer()
@@ -56,8 +60,16 @@ def evaluate_captions(predictions: Mapping[int, str], split, *, scorer: CaptionS
 
 
 # ---- what goes wrong ------------------------------------------------------------------------
-ERROR_KINDS = ("not well formed", "no object named", "repeated word", "colour-shape binding", "wrong colour",
+ERROR_KINDS = ("not well formed", "no object named", "repeated word", "repeated object", "colour-shape binding", "wrong colour",
                "wrong shape", "wrong size", "wrong count", "wrong relation", "wrong background")
+
+
+def names_an_object_twice(judgement) -> bool:
+    """True when two mentions of a caption say exactly the same ("a blue circle, a blue circle and ...").
+    Scene accuracy judges each mention alone, so such a caption is "true" of a picture with one blue
+    circle; the references never do it."""
+    described = [(m.count, m.size, m.colour, m.shape) for m in judgement.parsed.mentions]
+    return len(set(described)) < len(described)
 
 
 def caption_errors(caption: str, scene) -> list[str]:
@@ -72,6 +84,8 @@ def caption_errors(caption: str, scene) -> list[str]:
         errs.append("repeated word")
     if not j.parsed.mentions:
         errs.append("no object named")
+    if names_an_object_twice(j):
+        errs.append("repeated object")
     if not j.well_formed:
         errs.append("not well formed")
     objs = scene.objects

@@ -209,6 +209,10 @@ def train_captioner(model, train, val, cfg, *, name: str, caption_fn: Callable, 
     checkpoint = checkpoint if checkpoint is not None else opts.checkpoint
     stop_at = stop_at if stop_at is not None else opts.stop_at
     meta = {**opts.meta, **(meta or {})}
+    if "clip" not in meta:  # which CLIP made the features, so the caption command can rebuild the pipeline
+        from clipdiff_mini.captioners.checkpoints import clip_meta
+
+        meta["clip"] = clip_meta(cfg)
     c = cfg.captioner
     grad_accum = getattr(c, "grad_accum", 1)
     world = D.init_distributed(cfg.torch_device().type)
