@@ -43,7 +43,7 @@ def evaluate_captions(predictions: Mapping[int, str], split, *, scorer: CaptionS
     out: dict[str, Any] = {"scene_accuracy": acc["caption_all_true"], "object_recall": acc["object_recall"],
                            "well_formed": acc["well_formed"], "claim_precision": acc["claim_precision"],
                            "relations_per_caption": acc["relations_per_caption"], "n_images": len(preds)}
-    # the stricter reading: all claims true *and* no object named twice (see `names_an_object_twice`)
+    # a stricter reading: all claims true *and* no two identical mentions (see `names_an_object_twice`)
     scenes = split.scenes()
     judged = [judge_caption(c, scenes[k]) for k, c in preds.items()]
     out["scene_accuracy_distinct"] = sum(j.all_true and not names_an_object_twice(j) for j in judged) / len(judged)
@@ -67,7 +67,8 @@ ERROR_KINDS = ("not well formed", "no object named", "repeated word", "repeated 
 def names_an_object_twice(judgement) -> bool:
     """True when two mentions of a caption say exactly the same ("a blue circle, a blue circle and ...").
     Scene accuracy judges each mention alone, so such a caption is "true" of a picture with one blue
-    circle; the references never do it."""
+    circle. A heuristic: it also flags the rare true caption whose two objects differ only in what it
+    leaves out ("a circle left of a circle"); 0.3-0.9% of the laptop test references, by reference row."""
     described = [(m.count, m.size, m.colour, m.shape) for m in judgement.parsed.mentions]
     return len(set(described)) < len(described)
 
