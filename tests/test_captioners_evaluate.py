@@ -121,3 +121,13 @@ def test_distinct_scene_accuracy_counts_an_object_named_twice_as_false():
     got = evaluate_captions(doubled, split, coco=False)
     assert got["scene_accuracy"] == 1.0  # each mention alone is true
     assert got["scene_accuracy_distinct"] == pytest.approx(1 - 1 / 20)
+
+
+def test_plot_errors_draws_one_bar_per_kind_and_per_scene_size():
+    from clipdiff_mini.captioners.display import plot_errors
+
+    errors, by_n = {"wrong colour": 0.25, "repeated object": 0.5}, {1: 1.0, 2: 0.4, 3: 0.1}
+    fig = plot_errors(errors, by_n)
+    kinds, sizes = fig.axes
+    assert [p.get_width() for p in kinds.patches] == [0.25, 0.5]
+    assert [p.get_height() for p in sizes.patches] == [1.0, 0.4, 0.1]

@@ -55,7 +55,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clipdiff_mini.captioners.decoding import decode_captions
+from clipdiff_mini.captioners.decoding import sampling_caption_fn
 from clipdiff_mini.captioners.training import architecture, train_captioner
 
 Tensor = torch.Tensor
@@ -368,13 +368,7 @@ def build_ar_captioner(cfg, train) -> ARCaptioner:
 def ar_caption_fn(tokenizer, drop_repeats: bool = False, **sample_kw):
     """caption_fn(model, cond) -> captions, for the training loop's validation and for evaluation;
     `sample_kw` go to `ARCaptioner.sample` (beam, max_len, use_cache, length_penalty)."""
-
-    def caption(model, cond):
-        dev = next(model.parameters()).device
-        cond = {k: v.to(dev) for k, v in cond.items()}
-        return decode_captions(model.sample(cond, **sample_kw)["ids"], tokenizer, drop_repeats=drop_repeats)
-
-    return caption
+    return sampling_caption_fn(tokenizer, drop_repeats, **sample_kw)
 
 
 def train_autoregressive(cfg, data, *, progress: bool = True, resume: bool = True, name: str = "autoregressive"):

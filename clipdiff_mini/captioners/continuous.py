@@ -365,14 +365,9 @@ def build_continuous_captioner(cfg, train) -> ContinuousCaptioner:
 
 def continuous_caption_fn(tokenizer, drop_repeats: bool = True, **sample_kw):
     """caption_fn(model, cond) -> captions, for the training loop's validation and for evaluation."""
-    from clipdiff_mini.captioners.decoding import decode_captions
+    from clipdiff_mini.captioners.decoding import sampling_caption_fn
 
-    def caption(model, cond):
-        dev = next(model.parameters()).device
-        cond = {k: v.to(dev) for k, v in cond.items()}
-        return decode_captions(model.sample(cond, **sample_kw)["ids"], tokenizer, drop_repeats=drop_repeats)
-
-    return caption
+    return sampling_caption_fn(tokenizer, drop_repeats, **sample_kw)
 
 
 def train_continuous(cfg, data, *, progress: bool = True, resume: bool = True, name: str = "clip_diffusionlm"):

@@ -57,3 +57,16 @@ def print_trajectory(trajectory, tokenizer, pictures: Sequence[int], references=
         for t, text in trajectory_rows(trajectory, tokenizer, p, n_rows):
             print(f"  t={t:>5}  {text}")
         print()
+
+
+def sampling_caption_fn(tokenizer, drop_repeats: bool = False, **sample_kw):
+    """caption_fn(model, cond) -> captions for any captioner with ``sample(cond, **kw) -> {"ids": (B, L)}``:
+    moves `cond` to the model's device, samples with `sample_kw`, decodes. Used by the training loop's
+    validation and by every evaluation (`continuous_caption_fn`, `ddcap_caption_fn`, `ar_caption_fn`)."""
+
+    def caption(model, cond):
+        dev = next(model.parameters()).device
+        cond = {k: v.to(dev) for k, v in cond.items()}
+        return decode_captions(model.sample(cond, **sample_kw)["ids"], tokenizer, drop_repeats=drop_repeats)
+
+    return caption

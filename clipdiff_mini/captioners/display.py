@@ -168,3 +168,18 @@ def plot_commit_order(words: Sequence[str], steps: Sequence[int], ax=None, title
     ax.set(xlabel="position in the caption", ylabel="call that decided it", title=title)
     ax.set_ylim(min(steps) - 0.5, max(steps) + 1.5)
     return ax
+
+
+def plot_errors(errors: dict, by_objects: dict, title: str = ""):
+    """Two panels: the fraction of captions showing each error kind (`evaluate.error_profile`) and scene
+    accuracy by number of objects in the picture (`evaluate.accuracy_by_objects`)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(12, 3.4))
+    ax[0].barh(list(errors), list(errors.values()))
+    ax[0].set(xlabel="fraction of test captions", title=f"{title} error kinds (a caption can show several)".strip())
+    ax[0].invert_yaxis()
+    ax[1].bar([str(n) for n in by_objects], list(by_objects.values()))
+    ax[1].set(xlabel="objects in the picture", ylabel="scene accuracy", ylim=(0, 1), title="accuracy by scene size")
+    fig.tight_layout()
+    return fig

@@ -44,7 +44,7 @@ from clipdiff_mini.captioners import (accuracy_by_objects, build_continuous_capt
                                       trivial_captions)
 from clipdiff_mini.captioners.ablations import CLIP_DIFFUSIONLM_ROWS, format_table, run_rows
 from clipdiff_mini.captioners.decoding import drop_consecutive_repeats, print_trajectory, repeat_rate
-from clipdiff_mini.captioners.display import caption_grid, plot_training, plot_trajectory_changes
+from clipdiff_mini.captioners.display import caption_grid, plot_errors, plot_training, plot_trajectory_changes
 from clipdiff_mini.clip import peak_rss_mb
 from clipdiff_mini.config import get_config
 from clipdiff_mini.diffusion import make_schedule, rounding_recovery
@@ -328,13 +328,7 @@ errors = error_profile(gen, test)
 print(f"captions with a repeated word: {repeat_rate(list(raw.values())):.3f} before post-processing, "
       f"{repeat_rate(list(gen.values())):.3f} after")
 by_n = accuracy_by_objects(gen, test)
-fig, ax = plt.subplots(1, 2, figsize=(12, 3.4))
-ax[0].barh(list(errors), list(errors.values()))
-ax[0].set(xlabel="fraction of test captions", title="error kinds (a caption can show several)")
-ax[0].invert_yaxis()
-ax[1].bar([str(n) for n in by_n], list(by_n.values()))
-ax[1].set(xlabel="objects in the picture", ylabel="scene accuracy", ylim=(0, 1), title="accuracy by scene size")
-plt.tight_layout()
+plot_errors(errors, by_n)
 plt.show()
 for k, v in errors.items():
     log.add(f"test error rate: {k}", round(v, 4))

@@ -47,8 +47,8 @@ from clipdiff_mini.captioners import (accuracy_by_objects, build_ddcap_captioner
 from clipdiff_mini.captioners.ablations import DDCAP_ROWS, format_table, run_rows
 from clipdiff_mini.captioners.ddcap import concentrated_attention_mask
 from clipdiff_mini.captioners.decoding import decode_captions, print_trajectory, repeat_rate
-from clipdiff_mini.captioners.display import (attention_maps, caption_grid, plot_attention_mask, plot_training,
-                                              plot_trajectory_changes)
+from clipdiff_mini.captioners.display import (attention_maps, caption_grid, plot_attention_mask, plot_errors,
+                                              plot_training, plot_trajectory_changes)
 from clipdiff_mini.clip import peak_rss_mb
 from clipdiff_mini.config import get_config
 from clipdiff_mini.evaluation import CaptionScorer, judge_caption
@@ -291,13 +291,7 @@ plt.show()
 errors = error_profile(gen, test)
 by_n = accuracy_by_objects(gen, test)
 print(f"captions with a repeated word: {repeat_rate(list(gen.values())):.3f}")
-fig, ax = plt.subplots(1, 2, figsize=(12, 3.4))
-ax[0].barh(list(errors), list(errors.values()))
-ax[0].set(xlabel="fraction of test captions", title="error kinds (a caption can show several)")
-ax[0].invert_yaxis()
-ax[1].bar([str(n) for n in by_n], list(by_n.values()))
-ax[1].set(xlabel="objects in the picture", ylabel="scene accuracy", ylim=(0, 1), title="accuracy by scene size")
-plt.tight_layout()
+plot_errors(errors, by_n)
 plt.show()
 for k, v in errors.items():
     log.add(f"test error rate: {k}", round(v, 4))
