@@ -46,7 +46,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "continuous.output": ("regress", "logits"),
     "continuous.loss": ("l1", "l2"),
     "continuous.embeddings": ("frozen", "pretrained", "learned"),
-    "continuous.sampler": ("feedback", "ddim", "ddpm"),
+    "continuous.sampler": ("feedback", "renoise", "ddim", "ddpm"),
+    "continuous.length_choice": ("argmax", "sample"),
     "ddcap.schedule": ("mask", "ddcap"),
     "ddcap.loss_weighting": ("uniform", "elbo"),
     "ddcap.length_choice": ("argmax", "sample"),
@@ -180,13 +181,16 @@ class ContinuousConfig:
     embed_scale: float = 0.25  # rms of a word vector relative to the unit noise; at 1.0 rounding x_t alone recovers
     # the words until t ~ 0.7 T (the schedule is mostly trivial), at 0.25 the hard part starts near 0.2 T
     fusion: str = "concat"  # paper 5.1: CLIP feature as extra tokens ("concat") or added to every position ("add")
+    cond_norm: bool = True  # LayerNorm on the projected CLIP tokens (a pooled vector is 0.04 per coordinate)
+    lr_scale: float = 2.0  # this denoiser's peak learning rate is captioner.lr times this (notebook 05, section 11:
+    # 2e-3 against 1e-3 at laptop size)
     text_feature: bool = False  # in training, also condition on the caption's CLIP text feature (the paper does;
     # it holds the very caption being denoised, and at sampling only the image feature can stand in for it)
     output: str = "logits"  # "regress": f predicts x0 (paper); "logits": f predicts word logits, x0 = E[softmax] (CDCD)
     loss: str = "l2"  # paper: L1 in code, L2 in the text (regression on x0)
     certainty_weight: float = 0.3  # paper 5.2: lambda on the rounding ("certainty") cross-entropy
     adaptive_certainty: bool = False  # paper 5.2/conclusion: lambda rescaled by the adaptive ratio of notebook 03
-    cond_dropout: float = 0.0  # paper 5.3: probability of training without the image (classifier-free guidance)
+    cond_dropout: float = 0.1  # paper 5.3: probability of training without the image (classifier-free guidance)
     guidance_scale: float = 1.0  # sampling: uncond + s (cond - uncond); 1 = the conditional model alone
     target: str = "x0"  # paper 5.5: predict "x0" or "x_t-n" (a DDIM jump n steps down)
     target_n: int = 100
@@ -194,9 +198,14 @@ class ContinuousConfig:
     self_condition: bool = True  # feed the previous x0 estimate back as an input (Analog Bits, SED)
     schedule: str = "cosine"  # paper: cosine, T = 1000
     timesteps: int = 1000
-    t_min_frac: float = 0.0  # train on t >= t_min_frac * T only (a truncated schedule: skip the trivial low noise)
-    sampler: str = "feedback"  # "feedback" (paper 5.6: feed x0 back, no re-noising), "ddim", "ddpm"
-    sample_steps: int = 5  # feedback passes (paper: 5) or DDIM steps
+    t_min_frac: float = 0.15  # train on t >= t_min_frac * T only (a truncated schedule: skip the trivial low noise)
+    sampler: str = "feedback"  # "feedback" (paper 5.6: feed x0 back, no re-noising), "renoise" (x0 estimate
+    # noised afresh to the next level: what the network saw in training), "ddim", "ddpm"
+    sample_steps: int = 10  # feedback passes (paper: 5), renoise or DDIM steps
+    length_prediction: bool = True  # DDCap's length head on the pooled CLIP feature; the sampler then gives
+    # [EOS] and the [PAD]s after it as clean word vectors and denoises only the caption's own positions
+    length_choice: str = "argmax"  # "argmax" or "sample" the predicted length distribution
+    length_beam: int = 5  # sampling: denoise the k most likely lengths, keep the most probable caption (Mask-Predict)
     clamp: bool = False  # snap x0 to the nearest word vector at every step (Diffusion-LM)
     drop_repeats: bool = True  # the paper removes consecutive repeated words after rounding
 
@@ -358,6 +367,7 @@ _PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
         "captioner.checkpoint_every": 1000,
         "continuous.embed_dim": 128,
         "continuous.embeddings": "pretrained",  # DistilBERT's word embeddings, frozen (the paper)
+        "continuous.lr_scale": 1.0,  # 2 was measured at laptop size only
         "captioner.grid": "fine",
     },
 }
@@ -404,6 +414,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "continuous.sampler": "feedback",
         "continuous.sample_steps": 5,
         "continuous.drop_repeats": True,
+        # none of the course's levers
+        "continuous.lr_scale": 1.0,
+        "continuous.length_prediction": False,
+        "continuous.length_beam": 1,
+        "continuous.cond_norm": False,
+        "continuous.cond_dropout": 0.0,
+        "continuous.t_min_frac": 0.0,
     },
     # DDCap (Zhu 2022): CLIP ViT-B/16 patch tokens (196), GPT-2-base-sized bidirectional transformer, GPT-2
     # BPE vocabulary (through transformers), captions of at most 20 tokens, AdamW lr 2e-4 with warm-up then

@@ -62,7 +62,7 @@ def test_shapes_and_fusions(fusion, output):
     if output == "logits":  # x0 is the mean word vector under the predicted distribution
         torch.testing.assert_close(out["x0"], torch.softmax(out["logits"], -1) @ model.E)
     sample = model.sample({"image": data.image[:B], "grid": data.grid[:B]}, steps=3, generator=torch_generator())
-    assert sample["ids"].shape == (B, L) and sample["passes"] == 3
+    assert sample["ids"].shape == (B, L) and sample["passes"] == 3 * cfg.continuous.length_beam
 
 
 def test_add_fusion_equals_adding_the_projected_feature_by_hand():
@@ -72,7 +72,14 @@ def test_add_fusion_equals_adding_the_projected_feature_by_hand():
     model = build_continuous_captioner(cfg, data).eval()
     x = torch.randn(2, data.ids.shape[1], 8)
     got = model(x, torch.tensor([5, 5]), data.image[:2], data.grid[:2], data.text[:2])["x0"]
-    h = model.up(x) + model.segment.weight[0] + (model.image_proj(data.image[:2]) + model.text_proj(data.text[:2]))[:, None]
+    norm = model.cond_norm  # LayerNorm on each projected condition, written out
+
+    def ln(v):
+        return (v - v.mean(-1, keepdim=True)) / (v.var(-1, unbiased=False, keepdim=True) + norm.eps).sqrt() \
+            * norm.weight + norm.bias
+
+    cond = ln(model.image_proj(data.image[:2])) + ln(model.text_proj(data.text[:2]))
+    h = model.up(x) + model.segment.weight[0] + cond[:, None]
     want = model.head(model.out_norm(model.encoder(inputs_embeds=h).last_hidden_state))
     torch.testing.assert_close(got, want)
 
@@ -272,3 +279,119 @@ def test_infilling_needs_both_arguments():
     model = build_continuous_captioner(cfg, data).eval()
     with pytest.raises(ValueError):
         model.sample({"image": data.image, "grid": data.grid}, known_ids=data.ids[:4])
+
+
+# ---- the re-noising sampler and the length head ---------------------------------------------
+def _recording_outputs(model):
+    """Wrap model.forward to record (x_t, t, x0 estimate, logits) of every network call."""
+    calls = []
+    forward = model.forward
+
+    def wrapped(x_t, t, *args, **kw):
+        out = forward(x_t, t, *args, **kw)
+        calls.append((x_t.clone(), t.clone(), out["x0"].clone(), out["logits"].clone()))
+        return out
+
+    model.forward = wrapped
+    return calls
+
+
+def test_renoise_sampler_feeds_a_fresh_forward_draw_around_the_last_estimate():
+    cfg = tiny_cfg(**{"continuous.sampler": "renoise", "continuous.sample_steps": 5,
+                      "continuous.length_prediction": False})
+    data = fake_split(cfg, n=64)
+    torch.manual_seed(0)
+    model = build_continuous_captioner(cfg, data).eval()
+    cond = {"image": data.image[:64], "grid": data.grid[:64]}
+    calls = _recording_outputs(model)
+    out = model.sample(cond, generator=torch_generator(3))
+    assert out["passes"] == 5 and len(calls) == 5
+    levels = [int(call[1][0]) for call in calls]
+    assert levels == sorted(levels, reverse=True) and levels[0] == model.sched.T and levels[-1] == 1
+    ab = model.sched.alpha_bar
+    for (_, _, x0_prev, _), (x_t, t, _, _) in zip(calls, calls[1:]):
+        a = float(ab[int(t[0])])
+        z = (x_t - a ** 0.5 * x0_prev) / (1 - a) ** 0.5  # q(x_s | x0_hat): standard normal noise
+        assert abs(float(z.mean())) < 0.03 and abs(float(z.std()) - 1) < 0.03
+    # the caption is the last call's most likely words
+    assert torch.equal(out["ids"], calls[-1][3].argmax(-1))
+
+
+def test_length_prediction_gives_eos_and_pads_clean_and_fills_only_the_caption():
+    cfg = tiny_cfg(**{"continuous.length_prediction": True, "continuous.sample_steps": 3, "continuous.length_beam": 1})
+    data = fake_split(cfg, n=32)
+    torch.manual_seed(0)
+    model = build_continuous_captioner(cfg, data).eval()
+    tok = data.tokenizer
+    B, L = 16, data.ids.shape[1]
+    cond = {"image": data.image[:B], "grid": data.grid[:B]}
+    n = model.length_head(cond["image"]).detach()
+    n[:, :2] = float("-inf")
+    n = n.argmax(-1)  # (B,) the head's most likely length, computed here by hand
+    calls = _recording_outputs(model)
+    out = model.sample(cond, generator=torch_generator(4))
+    assert torch.equal(out["lengths"], n)
+    E = model.E.detach()
+    for b in range(B):
+        k = int(n[b])
+        assert out["ids"][b, k - 1] == tok.eos_id and (out["ids"][b, k:] == tok.pad_id).all()
+        for x_t, _, _, _ in calls:  # the given positions enter and leave every call as clean vectors
+            torch.testing.assert_close(x_t[b, k - 1], E[tok.eos_id])
+            torch.testing.assert_close(x_t[b, k:], E[tok.pad_id].expand(L - k, -1))
+        if k > 2:  # the caption's own positions start as noise
+            assert not torch.allclose(calls[0][0][b, 1:k - 1], E[out["ids"][b, 1:k - 1]])
+    assert (n > 2).any()
+
+
+def test_length_prediction_loss_counts_only_the_denoised_positions():
+    cfg = tiny_cfg(**{"continuous.length_prediction": True, "continuous.self_condition": False})
+    data = fake_split(cfg, n=16)
+    torch.manual_seed(0)
+    model = build_continuous_captioner(cfg, data)
+    batch = batch_of(data, torch.arange(8))
+    ids = batch["ids"]
+    n = (ids != data.tokenizer.pad_id).sum(-1)
+    torch.manual_seed(5)
+    loss, logs = model.loss(batch)
+    # the same draws by hand: t, then the noise; [EOS] and [PAD]s replaced by their clean vectors
+    torch.manual_seed(5)
+    t = model.sample_t(8)
+    x0 = model.E.detach()[ids]
+    noise = torch.randn(x0.shape)
+    ab = model.sched.alpha_bar[t].float()[:, None, None]
+    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+    denoised = torch.arange(ids.shape[1])[None] < (n[:, None] - 1)  # (B, L)
+    x_t = torch.where(denoised[..., None], x_t, x0)
+    torch.rand(8)  # the conditioning-dropout draw
+    logits = model(x_t, t, batch["image"], batch["grid"], drop=torch.zeros(8, dtype=torch.bool))["logits"]
+    ce = torch.nn.functional.cross_entropy(logits[denoised], ids[denoised])
+    length_ce = torch.nn.functional.cross_entropy(model.length_head(batch["image"]), n)
+    torch.testing.assert_close(loss, ce + length_ce)
+    assert logs["ce"] == pytest.approx(float(ce), rel=1e-5)
+
+
+def test_length_beam_keeps_the_candidate_with_the_best_mean_word_log_probability():
+    cfg = tiny_cfg(**{"continuous.length_prediction": True, "continuous.sample_steps": 2})
+    data = fake_split(cfg, n=32)
+    torch.manual_seed(0)
+    model = build_continuous_captioner(cfg, data).eval()
+    B, k = 6, 3
+    cond = {"image": data.image[:B], "grid": data.grid[:B]}
+    out = model.sample(cond, length_beam=k, generator=torch_generator(7))
+    assert out["passes"] == 2 * k
+    # the candidates by hand: the k most likely lengths (n >= 2) of each picture, same draws
+    head = model.length_head(cond["image"]).detach()[:, 2:]
+    lengths = head.argsort(-1, descending=True)[:, :k] + 2  # (B, k)
+    rep = {key: v.repeat_interleave(k, 0) for key, v in cond.items()}
+    cand = model.sample_once(rep, lengths=lengths.reshape(-1), generator=torch_generator(7))
+    logp = torch.log_softmax(cand["logits"], -1)
+    for b in range(B):
+        scores = []
+        for j in range(k):
+            r, n = b * k + j, int(lengths[b, j])
+            ids = cand["ids"][r]
+            assert ids[n - 1] == data.tokenizer.eos_id
+            scores.append(sum(float(logp[r, i, ids[i]]) for i in range(n - 1)) / (n - 1))
+        best = max(range(k), key=lambda j: scores[j])
+        assert torch.equal(out["ids"][b], cand["ids"][b * k + best])
+        assert int(out["lengths"][b]) == int(lengths[b, best])

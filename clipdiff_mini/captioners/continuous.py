@@ -22,8 +22,14 @@ caption. Every experiment of the paper is a switch of `ContinuousConfig`:
   ``x_s = sqrt(abar_s) x0 + sqrt(1 - abar_s) eps`` with s = max(t - n, 0)
   and eps the noise that made x_t (eq. 12 of DDIM with eta = 0).
 * feed-back sampling (5.6): predict x0 from noise and feed it back as the
-  next input k times without re-noising; or DDIM / DDPM with the samplers of
-  notebook 02 and, optionally, the clamp of notebook 03.
+  next input k times without re-noising; ``"renoise"``: predict x0, then draw
+  the next input afresh from q(x_s | x0_hat) at a lower level s (the inputs
+  the network was trained on); or DDIM / DDPM with the samplers of notebook
+  02 and, optionally, the clamp of notebook 03.
+* length prediction (borrowed from DDCap, notebook 07): a head on the pooled
+  CLIP feature picks the caption length n; [EOS] and the [PAD]s after it are
+  given as clean word vectors in training and sampling, so the network
+  denoises only the caption's own positions.
 
 Levers from the literature, also switches (``REFERENCE.md``, "Making
 continuous text diffusion learn"): ``output="logits"`` predicts a word
@@ -48,7 +54,8 @@ import torch.nn.functional as F
 
 from clipdiff_mini.diffusion.gaussian_diffusion import eps_from_x0, q_sample
 from clipdiff_mini.diffusion.noise_schedules import make_schedule
-from clipdiff_mini.diffusion.samplers import ddim_sample, ddpm_sample
+from clipdiff_mini.captioners.length import LengthHead, caption_lengths
+from clipdiff_mini.diffusion.samplers import ddim_sample, ddim_timesteps, ddpm_sample
 from clipdiff_mini.diffusion.text_diffusion import AdaptiveRoundingWeight, timestep_embedding
 from clipdiff_mini.diffusion.text_embedding import clamp_to_embeddings, nearest_tokens
 
@@ -65,7 +72,7 @@ class ContinuousCaptioner(nn.Module):
 
     def __init__(self, vocab_size: int, max_len: int, image_dim: int, grid_dim: int, ccfg, *, width: int,
                  layers: int, heads: int, dropout: float = 0.0, n_grid: int = 0,
-                 word_vectors: Tensor | None = None):
+                 word_vectors: Tensor | None = None, pad_id: int = 0, eos_id: int = 0):
         super().__init__()
         from transformers import DistilBertConfig, DistilBertModel
 
@@ -75,6 +82,7 @@ class ContinuousCaptioner(nn.Module):
             raise ValueError("continuous.target='x_t-n' predicts a noisy vector, not words: use continuous.output="
                              "'regress' with it (the paper's setting)")
         self.ccfg, self.max_len, self.width, self.vocab_size = ccfg, max_len, width, vocab_size
+        self.pad_id, self.eos_id = pad_id, eos_id
         D = ccfg.embed_dim
         self.sched = make_schedule(ccfg.schedule, ccfg.timesteps)
         # Word vectors: rows rescaled to rms embed_scale per coordinate, so their size against the unit noise
@@ -95,6 +103,9 @@ class ContinuousCaptioner(nn.Module):
         self.text_proj = nn.Linear(image_dim, width)  # the CLIP text feature lives in the same joint space
         self.use_grid = ccfg.fusion == "concat" and n_grid > 0  # "add" fusion has no place for a grid
         self.grid_proj = nn.Linear(grid_dim, width) if self.use_grid else None
+        # pooled CLIP vectors are unit length (0.04 per coordinate) and grid activations about 20 times larger:
+        # a LayerNorm brings every projected condition to the size of the caption tokens (DDCap's memory norm)
+        self.cond_norm = nn.LayerNorm(width) if ccfg.cond_norm else nn.Identity()
         self.null_image = nn.Parameter(torch.zeros(image_dim))
         self.null_grid = nn.Parameter(torch.zeros(grid_dim)) if self.use_grid else None
         self.n_prefix = (2 + (n_grid if self.use_grid else 0)) if ccfg.fusion == "concat" else 0
@@ -109,6 +120,7 @@ class ContinuousCaptioner(nn.Module):
         else:
             self.head = nn.Linear(width, D)
         self.rounding_weight = AdaptiveRoundingWeight(ccfg.certainty_weight, ccfg.adaptive_certainty)
+        self.length_head = LengthHead(image_dim, 2 * width, max_len) if ccfg.length_prediction else None
 
     # ---- word vectors -----------------------------------------------------------------------
     @property
@@ -145,14 +157,14 @@ class ContinuousCaptioner(nn.Module):
         h = self.up(x_in) + self.segment.weight[0]  # (B, L, W)
         if self.ccfg.timestep_input:
             h = h + self.time(timestep_embedding(t, self.width))[:, None, :]
-        img = self.image_proj(image)  # (B, W)
-        txt = self.text_proj(text if text is not None else image)  # at sampling the image stands in (joint space)
+        img = self.cond_norm(self.image_proj(image))  # (B, W)
+        txt = self.cond_norm(self.text_proj(text if text is not None else image))  # at sampling the image stands in
         if self.ccfg.fusion == "add":
             h = h + img[:, None, :] + txt[:, None, :]
         else:
             prefix = [img[:, None] + self.segment.weight[1], txt[:, None] + self.segment.weight[2]]
             if self.use_grid:
-                prefix.append(self.grid_proj(grid) + self.segment.weight[3])  # (B, P, W)
+                prefix.append(self.cond_norm(self.grid_proj(grid)) + self.segment.weight[3])  # (B, P, W)
             h = torch.cat(prefix + [h], dim=1)  # (B, n_prefix + L, W)
         h = self.encoder(inputs_embeds=h).last_hidden_state[:, self.n_prefix:]  # (B, L, W)
         out = self.head(self.out_norm(h))
@@ -179,6 +191,11 @@ class ContinuousCaptioner(nn.Module):
         eps = eps_from_x0(self.sched, x_t, t, x0)
         return ab_s.sqrt() * x0 + (1 - ab_s).sqrt() * eps
 
+    def given_positions(self, n: Tensor) -> Tensor:
+        """(B, L) bool: with length prediction, the positions a caption of n tokens does not denoise:
+        its [EOS] (at n - 1) and the [PAD]s after it; they enter the network as clean word vectors."""
+        return torch.arange(self.max_len, device=n.device)[None] >= (n[:, None] - 1)
+
     def loss(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
         """The training loss on a batch {"ids" (B, L), "image", "grid", "text"}; returns (loss, logs)."""
         ids = batch["ids"]
@@ -187,6 +204,10 @@ class ContinuousCaptioner(nn.Module):
         x0 = self.embed(ids)  # (B, L, D)
         t = self.sample_t(B, generator, dev)  # (B,)
         x_t = q_sample(self.sched, x0, t, torch.randn(x0.shape, generator=generator, device=dev))
+        given = None
+        if self.length_head is not None:  # [EOS] and [PAD]s are given, as the sampler will give them
+            given = self.given_positions(caption_lengths(ids, self.pad_id))  # (B, L)
+            x_t = torch.where(given[..., None], x0, x_t)
         drop = torch.rand(B, generator=generator, device=dev) < self.ccfg.cond_dropout
         text = batch.get("text") if self.ccfg.text_feature else None
         args = dict(image=batch["image"], grid=batch.get("grid"), text=text, drop=drop)
@@ -197,19 +218,30 @@ class ContinuousCaptioner(nn.Module):
             if use.any():
                 with torch.no_grad():
                     first = self(x_t, t, **args)["x0"]
+                    if given is not None:
+                        first = torch.where(given[..., None], x0, first)
                 x0_prev = torch.where(use[:, None, None], first, torch.zeros_like(first))
         out = self(x_t, t, x0_prev=x0_prev, **args)
-        ce = F.cross_entropy(out["logits"].reshape(-1, self.vocab_size), ids.reshape(-1))
+        # (B, L) weights of the positions the loss counts: all, or with length prediction the denoised ones
+        weight = torch.ones_like(ids, dtype=x0.dtype) if given is None else (~given).to(x0.dtype)
+        count = weight.sum().clamp_min(1)
+        ce_tok = F.cross_entropy(out["logits"].reshape(-1, self.vocab_size), ids.reshape(-1), reduction="none")
+        ce = (ce_tok * weight.reshape(-1)).sum() / count
         logs = {"ce": ce.item()}
         if self.ccfg.output == "logits":
             loss = ce
         else:
             target = self.target(x0.detach() if self.ccfg.embeddings == "frozen" else x0, x_t, t)
             diff = out["x0"] - target
-            reg = diff.abs().mean() if self.ccfg.loss == "l1" else diff.pow(2).mean()
+            per_pos = (diff.abs() if self.ccfg.loss == "l1" else diff.pow(2)).mean(-1)  # (B, L)
+            reg = (per_pos * weight).sum() / count
             lam = self.rounding_weight(reg.item(), ce.item())
             loss = reg + lam * ce
             logs.update(reg=reg.item(), certainty_weight=lam)
+        if self.length_head is not None:
+            length_ce = F.cross_entropy(self.length_head(batch["image"]), caption_lengths(ids, self.pad_id))
+            loss = loss + length_ce
+            logs["length_ce"] = length_ce.item()
         logs["loss"] = loss.item()
         return loss, logs
 
@@ -227,11 +259,44 @@ class ContinuousCaptioner(nn.Module):
         return {"x0": mixed, "logits": self.word_logits(mixed)}
 
     @torch.no_grad()
-    def sample(self, cond: dict[str, Tensor], *, sampler: str | None = None, steps: int | None = None,
-               clamp: bool | None = None, guidance_scale: float | None = None,
-               generator: torch.Generator | None = None, trajectory: bool = False,
-               known_ids: Tensor | None = None, known: Tensor | None = None) -> dict[str, Any]:
-        """Caption ids for the pictures of `cond` {"image" (B, Di), "grid" (B, P, Dg)}.
+    def sample(self, cond: dict[str, Tensor], *, length_beam: int | None = None, **kw) -> dict[str, Any]:
+        """Caption ids for the pictures of `cond` {"image" (B, Di), "grid" (B, P, Dg)}; the keywords
+        are those of `sample_once`.
+
+        With length prediction and ``length_beam`` k > 1 (Mask-Predict's length beam, Ghazvininejad et
+        al. 2019): the k most likely lengths of each picture are denoised side by side and the caption
+        whose words have the highest mean log-probability under the last network call is kept; k times
+        the network passes. Returns what `sample_once` returns (``"passes"`` counts every candidate).
+        """
+        k = self.ccfg.length_beam if length_beam is None else length_beam
+        if k <= 1 or self.length_head is None or kw.get("known") is not None or kw.get("lengths") is not None:
+            return self.sample_once(cond, **kw)
+        B = cond["image"].shape[0]
+        logits = self.length_head(cond["image"])  # (B, L + 1)
+        logits[:, :2] = float("-inf")  # at least [BOS] [EOS]
+        k = min(k, logits.shape[1] - 2)
+        lengths = logits.topk(k, -1).indices  # (B, k), most likely first
+        rep = {key: v.repeat_interleave(k, 0) for key, v in cond.items()}  # each picture k times, (B k, ...)
+        out = self.sample_once(rep, lengths=lengths.reshape(-1), **kw)
+        logp = torch.log_softmax(out["logits"].float(), -1).gather(-1, out["ids"][..., None])[..., 0]  # (B k, L)
+        own = ~self.given_positions(out["lengths"])  # (B k, L): the positions each candidate denoised
+        score = ((logp * own).sum(-1) / own.sum(-1).clamp_min(1)).reshape(B, k)
+        best = score.argmax(-1) + torch.arange(B, device=score.device) * k  # (B,) rows of the kept candidates
+        kept = {"ids": out["ids"][best], "passes": out["passes"] * k, "lengths": out["lengths"][best],
+                "logits": out["logits"][best], "length_scores": score}
+        if "trajectory" in out:
+            kept["trajectory"] = [(t, ids[best.cpu()]) for t, ids in out["trajectory"]]
+        return kept
+
+    @torch.no_grad()
+    def sample_once(self, cond: dict[str, Tensor], *, sampler: str | None = None, steps: int | None = None,
+                    clamp: bool | None = None, guidance_scale: float | None = None,
+                    generator: torch.Generator | None = None, trajectory: bool = False,
+                    known_ids: Tensor | None = None, known: Tensor | None = None,
+                    lengths: Tensor | None = None) -> dict[str, Any]:
+        """Caption ids for the pictures of `cond` {"image" (B, Di), "grid" (B, P, Dg)}, one run of the
+        sampler. With length prediction the head picks each caption's length n, or ``lengths`` (B,)
+        gives them.
 
         Infilling by the *replacement method* (Song et al. 2021, "imputation"): `known_ids` (B, L)
         and `known` (B, L) bool, True where the word is given. At every network call the given
@@ -263,8 +328,23 @@ class ContinuousCaptioner(nn.Module):
             if c.self_condition:
                 state["prev"] = torch.where(known, x_known, torch.zeros_like(x_known))
         fed_back = c.target == "x0" and sampler == "feedback"
+        given, x_given, given_ids = None, None, None
+        if self.length_head is None or known is not None:
+            lengths = None  # no length to fix: without the head, or infilling (the given words say it)
+        else:
+            # the predicted length fixes [EOS] and the [PAD]s after it: clean vectors, as in training
+            if lengths is None:
+                lengths = self.length_head.choose(cond["image"], c.length_choice, generator)  # (B,)
+            given = self.given_positions(lengths)[..., None]  # (B, L, 1)
+            pos = torch.arange(self.max_len, device=dev)[None]
+            given_ids = torch.where(pos == lengths[:, None] - 1, self.eos_id, self.pad_id)  # (B, L)
+            x_given = F.embedding(given_ids, E)  # (B, L, D)
+            if c.self_condition:
+                state["prev"] = torch.where(given, x_given, torch.zeros_like(x_given))
 
         def model_x0(x: Tensor, t: Tensor) -> Tensor:
+            if given is not None:
+                x = torch.where(given, x_given, x)
             if known is not None and not (fed_back and state["calls"] > 0):  # the input x_t: q(x_t | E[w])
                 noisy = q_sample(self.sched, x_known, t, torch.randn(x.shape, generator=generator, device=dev))
                 x = torch.where(known, noisy, x)
@@ -273,6 +353,8 @@ class ContinuousCaptioner(nn.Module):
             out = self._guided(x, t, cond, state["prev"], scale)
             if known is not None and c.target == "x0":
                 out = {"x0": torch.where(known, x_known, out["x0"]), "logits": out["logits"]}
+            if given is not None and c.target == "x0":
+                out = {"x0": torch.where(given, x_given, out["x0"]), "logits": out["logits"]}
             x0 = clamp_to_embeddings(out["x0"], E) if clamp else out["x0"]
             state["prev"] = x0 if c.self_condition else None
             state["calls"] += 1
@@ -280,6 +362,8 @@ class ContinuousCaptioner(nn.Module):
                 ids_t = out["logits"].argmax(-1)
                 if known is not None:
                     ids_t = torch.where(known[..., 0], known_ids.to(dev), ids_t)
+                if given is not None:
+                    ids_t = torch.where(given[..., 0], given_ids, ids_t)
                 state["traj"].append((int(t[0]), ids_t.cpu()))
             state["last_logits"] = out["logits"]
             return out["x0"]  # the samplers clamp through clamp_fn themselves
@@ -302,6 +386,20 @@ class ContinuousCaptioner(nn.Module):
                 if clamp:
                     x = clamp_to_embeddings(x, E)
             final = x
+        elif sampler == "renoise":
+            # x0 estimate, then a fresh draw of q(x_s | x0_hat) at the next level s: the network always
+            # sees inputs of the training distribution (were its estimate right); the noise at each
+            # step lets positions that agreed on the same word part ways
+            ts = list(reversed(ddim_timesteps(self.sched.T, steps)))
+            x = torch.randn(shape, generator=generator, device=dev)
+            for i, t in enumerate(ts):
+                x0 = model_x0(x, torch.full((B,), t, device=dev, dtype=torch.long))
+                if clamp:
+                    x0 = clamp_to_embeddings(x0, E)
+                if i + 1 < len(ts):
+                    s_next = torch.full((B,), ts[i + 1], device=dev, dtype=torch.long)
+                    x = q_sample(self.sched, x0, s_next, torch.randn(shape, generator=generator, device=dev))
+            final = x0
         elif sampler == "ddim":
             final = ddim_sample(model_x0, self.sched, shape, timesteps=steps, prediction="x0", clamp_fn=clamp_fn,
                                 generator=generator, progress=False, device=dev)
@@ -309,14 +407,18 @@ class ContinuousCaptioner(nn.Module):
             final = ddpm_sample(model_x0, self.sched, shape, prediction="x0", clamp_fn=clamp_fn,
                                 generator=generator, progress=False, device=dev)
         else:
-            raise ValueError(f"continuous.sampler={sampler!r}; allowed: 'feedback', 'ddim', 'ddpm'")
+            raise ValueError(f"continuous.sampler={sampler!r}; allowed: 'feedback', 'renoise', 'ddim', 'ddpm'")
         if c.output == "logits" and c.target == "x0":
             ids = state["last_logits"].argmax(-1)  # the last prediction's most likely words
         else:
             ids = nearest_tokens(final, E)  # (B, L) rounding
         if known is not None:
             ids = torch.where(known[..., 0], known_ids.to(dev), ids)
-        out = {"ids": ids, "passes": state["calls"]}
+        if given is not None:
+            ids = torch.where(given[..., 0], given_ids, ids)
+        out = {"ids": ids, "passes": state["calls"], "logits": state["last_logits"]}
+        if lengths is not None:
+            out["lengths"] = lengths
         if trajectory:
             out["trajectory"] = state["traj"]
         return out
@@ -360,7 +462,8 @@ def build_continuous_captioner(cfg, train) -> ContinuousCaptioner:
             vectors = pretrained_word_vectors(train.tokenizer, cfg.data.bert_name)
     return ContinuousCaptioner(train.tokenizer.vocab_size, train.ids.shape[1], train.image.shape[1],
                                train.grid.shape[2], cfg.continuous, width=c.width, layers=c.layers, heads=c.heads,
-                               dropout=c.dropout, n_grid=train.grid.shape[1], word_vectors=vectors)
+                               dropout=c.dropout, n_grid=train.grid.shape[1], word_vectors=vectors,
+                               pad_id=train.tokenizer.pad_id, eos_id=train.tokenizer.eos_id)
 
 
 def continuous_caption_fn(tokenizer, drop_repeats: bool = True, **sample_kw):
@@ -382,5 +485,5 @@ def train_continuous(cfg, data, *, progress: bool = True, resume: bool = True, n
     record = train_captioner(model, data["train"], data["val"], cfg, name=name,
                              caption_fn=continuous_caption_fn(data["train"].tokenizer, cfg.continuous.drop_repeats),
                              key_extra={"continuous": asdict(cfg.continuous), "architecture": architecture(model)}, progress=progress, resume=resume,
-                             meta={"model": "clip_diffusionlm"})
+                             meta={"model": "clip_diffusionlm"}, lr_scale=cfg.continuous.lr_scale)
     return model, record

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from clipdiff_mini.diffusion.discrete import (ancestral_step, carry_over_log_probs, mask_elbo_weight, mask_schedule,
                                               unmask_best_first)
 from clipdiff_mini.diffusion.text_diffusion import timestep_embedding
+from clipdiff_mini.captioners.length import LengthHead, caption_lengths
 
 Tensor = torch.Tensor
 
@@ -145,8 +146,7 @@ class DDCapCaptioner(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, vocab_size)
         # length head: MLP on the pooled CLIP feature -> n in 0..L (DDCap: 512 -> 384 -> 20)
-        self.length_head = nn.Sequential(nn.LayerNorm(image_dim), nn.Linear(image_dim, 2 * width), nn.GELU(),
-                                         nn.Linear(2 * width, max_len + 1))
+        self.length_head = LengthHead(image_dim, 2 * width, max_len)
 
     # ---- the denoiser -----------------------------------------------------------------------
     def memory(self, image: Tensor, grid: Tensor | None, drop: Tensor | None = None) -> Tensor:
@@ -179,7 +179,7 @@ class DDCapCaptioner(nn.Module):
     # ---- training ---------------------------------------------------------------------------
     def lengths(self, ids: Tensor) -> Tensor:
         """n (B,): the number of non-padding tokens of each caption ([BOS] and [EOS] included)."""
-        return (ids != self.pad_id).sum(-1)
+        return caption_lengths(ids, self.pad_id)
 
     def corrupt(self, ids: Tensor, t: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """x_t ~ q(x_t | x_0): each maskable position becomes [MASK] with probability gammabar_t.
@@ -231,13 +231,7 @@ class DDCapCaptioner(nn.Module):
     @torch.no_grad()
     def predict_lengths(self, image: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """n (B,) from the length head, at least 2 ([BOS] [EOS]) and at most L."""
-        logits = self.length_head(image)  # (B, L + 1)
-        logits[:, :2] = float("-inf")
-        if self.dcfg.length_choice == "sample":
-            n = torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
-        else:
-            n = logits.argmax(-1)
-        return n
+        return self.length_head.choose(image, self.dcfg.length_choice, generator)
 
     @torch.no_grad()
     def sample(self, cond: dict[str, Tensor], *, order: str | None = None, tokens_per_step: int | None = None,

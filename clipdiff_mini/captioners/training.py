@@ -194,8 +194,11 @@ def _set_rng_state(d: dict[str, Any], device: torch.device) -> None:
 def train_captioner(model, train, val, cfg, *, name: str, caption_fn: Callable, key_extra: dict | None = None,
                     progress: bool = True, resume: bool = True, save: bool = True,
                     checkpoint: str | Path | None = None, stop_at: int | None = None,
-                    meta: dict | None = None) -> dict[str, Any]:
+                    meta: dict | None = None, lr_scale: float = 1.0) -> dict[str, Any]:
     """Train `model` on `train` (a `SplitFeatures`), choose the best weights on `val`.
+
+    The peak learning rate is ``captioner.lr * lr_scale`` (a captioner's own factor, part of its config
+    section and so of the run key); the schedule still ends at ``captioner.lr_final``.
 
     Returns a dict with ``history`` (per-step losses and the validation
     curve), ``best`` (step and validation scores of the kept weights),
@@ -234,7 +237,8 @@ def train_captioner(model, train, val, cfg, *, name: str, caption_fn: Callable, 
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=c.lr)
+                             {"params": no_decay, "weight_decay": 0.0}], lr=c.lr * lr_scale)
+    peak = c.lr * lr_scale
     autocast, scaler = autocast_for(device, cfg.precision)
     gen = torch.Generator().manual_seed(cfg.seed)
     state = {"step": 0, "seconds": 0.0, "history": {"step": [], "loss": [], "logs": [], "val": []},
@@ -322,7 +326,7 @@ def train_captioner(model, train, val, cfg, *, name: str, caption_fn: Callable, 
             break
         step = state["step"]
         for g in opt.param_groups:
-            g["lr"] = c.lr * lr_factor(step, c.train_steps, c.warmup_steps, c.lr_schedule, c.lr_final / c.lr,
+            g["lr"] = peak * lr_factor(step, c.train_steps, c.warmup_steps, c.lr_schedule, c.lr_final / peak,
                                        elapsed / budget)
         rows = torch.randint(0, n_rows, (c.batch_size,), generator=gen)  # (B,) the global batch, on every process
         micro = torch.tensor_split(D.shard_rows(rows, world), grad_accum)  # this process's share, in A parts

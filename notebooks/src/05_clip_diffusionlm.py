@@ -76,6 +76,10 @@ OUTPUT = None  # "regress" (paper: f predicts x0) or "logits" (f predicts words,
 SELF_CONDITION = None  # feed the previous x0 estimate back as an input
 GRID = None  # CLIP grid tokens beside the pooled vector: "fine" (4x4), "coarse" (2x2), "none" (paper)
 EMBED_SCALE = None  # rms of a word vector against the unit noise
+LENGTH_PREDICTION = None  # DDCap's length head: [EOS] and [PAD]s given, only the caption's positions denoised
+LENGTH_BEAM = None  # sampling: denoise the k most likely lengths, keep the most probable caption
+COND_NORM = None  # LayerNorm on the projected CLIP tokens
+T_MIN_FRAC = None  # train on t >= T_MIN_FRAC * T only (below, rounding x_t alone recovers the caption)
 TRAIN_MINUTES = None  # wall-clock training budget
 ABLATION_ROWS_CI = ["paper", "5.1-add", "course"]  # rows trained here when no laptop table exists (ci size)
 N_SHOW = 8  # test pictures in the caption grid
@@ -89,7 +93,9 @@ cfg = get_config(PROFILE, {
     "continuous.sample_steps": SAMPLE_STEPS, "continuous.clamp": CLAMP, "continuous.schedule": SCHEDULE,
     "continuous.timesteps": TIMESTEPS, "continuous.loss": LOSS, "continuous.timestep_input": TIMESTEP_INPUT,
     "continuous.output": OUTPUT, "continuous.self_condition": SELF_CONDITION, "captioner.grid": GRID,
-    "continuous.embed_scale": EMBED_SCALE, "captioner.train_minutes": TRAIN_MINUTES})
+    "continuous.embed_scale": EMBED_SCALE, "captioner.train_minutes": TRAIN_MINUTES,
+    "continuous.length_prediction": LENGTH_PREDICTION, "continuous.length_beam": LENGTH_BEAM,
+    "continuous.cond_norm": COND_NORM, "continuous.t_min_frac": T_MIN_FRAC})
 set_seed(cfg.seed)
 log = ResultLog(cfg, "05_clip_diffusionlm")
 t_notebook = time.perf_counter()
@@ -202,6 +208,18 @@ log.add("fraction of timesteps where rounding x_t recovers >99% of words", round
 # $\text{up}([x_t ; \hat x_0^{\text{prev}}])$ plus the timestep embedding
 # when `TIMESTEP_INPUT`. The output head gives word logits (or, for
 # `OUTPUT="regress"`, a vector in word space).
+#
+# Two pieces come from elsewhere in the course. `COND_NORM` puts a LayerNorm
+# on the projected CLIP tokens, as DDCap does on its memory (notebook 07): a
+# pooled CLIP vector has unit length, 0.04 per coordinate, and without it the
+# picture enters as a whisper beside the caption tokens. `LENGTH_PREDICTION`
+# adds DDCap's length head, a small MLP on the pooled CLIP vector that
+# classifies the caption length $n$. In training and in sampling the
+# caption's `[EOS]` (at position $n-1$) and the `[PAD]`s after it are then
+# *given* as clean word vectors, and the loss counts only the positions the
+# model must denoise. A parallel decoder that has to decide at every position
+# at once whether the caption is still going on writes run-on or truncated
+# sentences; with the length fixed, each position knows its place in it.
 
 # %%
 set_seed(cfg.seed)
@@ -271,6 +289,9 @@ plt.show()
 # while naming nothing, object recall 0) and **nearest-neighbour retrieval**
 # (the first caption of the training picture closest in CLIP space). Scene
 # accuracy is strict: every claim of the caption must be true of the picture.
+# The column "strict" also counts a caption false when it names the same
+# object twice ("a red circle and a red circle" of a picture with one red
+# circle), which each claim judged alone lets pass.
 
 # %%
 scorer = CaptionScorer()
@@ -288,16 +309,17 @@ table = {name: evaluate_captions(preds, test, scorer=scorer) for name, preds in 
 refs_first = {k: v[0] for k, v in test.references().items()}
 table["a held-out reference"] = evaluate_captions(refs_first, test, scorer=scorer)
 print(f"most frequent training caption: {most_frequent_caption(train)!r}")
-print(f"{'':26s}" + "".join(f"{k:>15s}" for k in ("scene acc.", "object recall", "well formed", "CIDEr",
+TEST_KEYS = ("scene_accuracy", "scene_accuracy_distinct", "object_recall", "well_formed", "CIDEr", "BLEU-4", "METEOR",
+             "ROUGE-L")
+print(f"{'':26s}" + "".join(f"{k:>15s}" for k in ("scene acc.", "strict", "object recall", "well formed", "CIDEr",
                                                     "BLEU-4", "METEOR", "ROUGE-L")))
 for name, m in table.items():
-    print(f"{name:26s}" + "".join(f"{m[k]:15.3f}" for k in ("scene_accuracy", "object_recall", "well_formed",
-                                                             "CIDEr", "BLEU-4", "METEOR", "ROUGE-L")))
+    print(f"{name:26s}" + "".join(f"{m[k]:15.3f}" for k in TEST_KEYS))
 ms = 1000 * sample_seconds / len(test)
 print(f"\nsampling: {ms:.2f} ms per caption ({passes} network passes per caption, batch 250, "
       f"{torch.get_num_threads()} threads, {cfg.torch_device()})")
 for name, m in table.items():
-    for k in ("scene_accuracy", "object_recall", "well_formed", "CIDEr", "BLEU-4", "METEOR", "ROUGE-L"):
+    for k in TEST_KEYS:
         log.add(f"test {k}: {name}", round(m[k], 4))
 log.add("sampling ms per caption", round(ms, 2), passes=passes, batch=250)
 
@@ -340,23 +362,33 @@ for n, v in by_n.items():
 #
 # The same trained model, sampled in different ways on validation pictures:
 # the paper's feed-back loop (predict $\hat x_0$ from noise, feed it back as
-# the input, no re-noising), DDIM over a few steps (notebook 02's sampler),
-# each with and without the clamp of notebook 03.
+# the input, no re-noising); **re-noising** (predict $\hat x_0$, then draw the
+# next input from $q(x_s \mid \hat x_0)$ at a lower level $s$: exactly the
+# inputs the network saw in training); DDIM over a few steps (notebook 02's
+# sampler), with and without the clamp of notebook 03. With the length head,
+# a **length beam** of $k$ (Mask-Predict's trick for non-autoregressive
+# translation) denoises the $k$ most likely lengths side by side and keeps the
+# caption whose words the last call found most probable (mean log-probability),
+# for $k$ times the passes.
 
 # %%
-sub = val.subset(min(200, len(val)))
-settings = [("feedback", 1, False), ("feedback", 5, False), ("feedback", 10, False), ("feedback", 5, True),
-            ("ddim", 5, False), ("ddim", 10, False), ("ddim", 20, False), ("ddim", 10, True)]
+sub = val.subset(min(300, len(val)))
+settings = [("feedback", 1, False, 1), ("feedback", 5, False, 1), ("feedback", 10, False, 1),
+            ("feedback", 20, False, 1), ("feedback", 5, True, 1), ("renoise", 20, False, 1),
+            ("ddim", 10, False, 1), ("ddim", 20, False, 1), ("ddim", 10, True, 1)]
+if cc.length_prediction:
+    settings += [("feedback", 5, False, 3), ("feedback", 5, False, 5), ("feedback", 10, False, 5)]
 sampler_rows = []
-for sampler, steps, clamp in settings:
-    fn = continuous_caption_fn(tok, cc.drop_repeats, sampler=sampler, steps=steps, clamp=clamp)
+for sampler, steps, clamp, beam in settings:
+    kw = dict(sampler=sampler, steps=steps, clamp=clamp, length_beam=beam)
+    fn = continuous_caption_fn(tok, cc.drop_repeats, generator=torch.Generator().manual_seed(0), **kw)
     t0 = time.perf_counter()
     caps = fn(model, sub.condition())
     sec = time.perf_counter() - t0
     m = evaluate_captions(dict(zip(sub.image_ids, caps)), sub, coco=False)
-    p = model.sample({k: v[:1] for k, v in sub.condition().items()}, sampler=sampler, steps=steps, clamp=clamp)["passes"]
-    sampler_rows.append((f"{sampler} {steps}{' +clamp' if clamp else ''}", p, m["scene_accuracy"],
-                         m["object_recall"], m["well_formed"], 1000 * sec / len(caps)))
+    p = model.sample({k: v[:1] for k, v in sub.condition().items()}, **kw)["passes"]
+    name = f"{sampler} {steps}{' +clamp' if clamp else ''}{f' beam {beam}' if beam > 1 else ''}"
+    sampler_rows.append((name, p, m["scene_accuracy"], m["object_recall"], m["well_formed"], 1000 * sec / len(caps)))
 print(f"{'sampler':18s}{'passes':>8s}{'scene acc.':>12s}{'obj. recall':>12s}{'well formed':>12s}{'ms/caption':>12s}")
 for r in sampler_rows:
     print(f"{r[0]:18s}{r[1]:8d}{r[2]:12.3f}{r[3]:12.3f}{r[4]:12.3f}{r[5]:12.2f}")

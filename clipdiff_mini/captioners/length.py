@@ -1,0 +1,37 @@
+"""Caption length from the picture: the length head of DDCap (notebook 07), also a switch of
+CLIP-DiffusionLM (notebook 05).
+
+A non-autoregressive captioner writes every position at once, so something must decide where the
+caption ends. The head is a classifier on the pooled CLIP feature over n = 0..L, the number of
+non-padding tokens ([BOS] and [EOS] included); the sampler then fills only the first n positions.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+Tensor = torch.Tensor
+
+
+def caption_lengths(ids: Tensor, pad_id: int) -> Tensor:
+    """n (B,): the non-padding tokens of each caption (B, L), [BOS] and [EOS] included."""
+    return (ids != pad_id).sum(-1)
+
+
+class LengthHead(nn.Sequential):
+    """MLP on the pooled CLIP feature (B, Di) -> logits (B, L + 1) over n (DDCap: 512 -> 384 -> 20)."""
+
+    def __init__(self, image_dim: int, hidden: int, max_len: int):
+        super().__init__(nn.LayerNorm(image_dim), nn.Linear(image_dim, hidden), nn.GELU(),
+                         nn.Linear(hidden, max_len + 1))
+
+    @torch.no_grad()
+    def choose(self, image: Tensor, how: str = "argmax", generator: torch.Generator | None = None) -> Tensor:
+        """n (B,), at least 2 ([BOS] [EOS]): the most likely length ("argmax") or a draw ("sample")."""
+        logits = self(image)  # (B, L + 1)
+        logits[:, :2] = float("-inf")
+        if how == "sample":
+            return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+        if how != "argmax":
+            raise ValueError(f"length choice {how!r}; allowed: 'argmax', 'sample'")
+        return logits.argmax(-1)
