@@ -198,7 +198,8 @@ class ContinuousConfig:
     self_condition: bool = True  # feed the previous x0 estimate back as an input (Analog Bits, SED)
     schedule: str = "cosine"  # paper: cosine, T = 1000
     timesteps: int = 1000
-    t_min_frac: float = 0.15  # train on t >= t_min_frac * T only (a truncated schedule: skip the trivial low noise)
+    t_min_frac: float = 0.15  # train on t >= t_min_frac * T only (a truncated schedule: below ~0.2 T rounding x_t
+    # alone recovers the caption, notebook 05 section 2)
     sampler: str = "feedback"  # "feedback" (paper 5.6: feed x0 back, no re-noising), "renoise" (x0 estimate
     # noised afresh to the next level: what the network saw in training), "ddim", "ddpm"
     sample_steps: int = 10  # feedback passes (paper: 5), renoise or DDIM steps

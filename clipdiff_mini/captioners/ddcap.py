@@ -42,10 +42,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from clipdiff_mini.captioners.length import LengthHead, caption_lengths
 from clipdiff_mini.diffusion.discrete import (ancestral_step, carry_over_log_probs, mask_elbo_weight, mask_schedule,
                                               unmask_best_first)
 from clipdiff_mini.diffusion.text_diffusion import timestep_embedding
-from clipdiff_mini.captioners.length import LengthHead, caption_lengths
 
 Tensor = torch.Tensor
 

@@ -65,8 +65,9 @@ PROFILE = os.environ.get("CLIPDIFF_PROFILE", "laptop")  # "ci" | "laptop" | "col
 TRAIN_MINUTES = None  # wall-clock budget of each of the three trainings (None: the profile's, 8 min on a laptop)
 AR_GRID = "fine"  # CLIP grid the autoregressive decoder reads: "fine" (4x4, as DDCap), "coarse" or "none"
 AR_CONDITIONING = "prefix"  # "prefix" (ClipCap: CLIP tokens before the caption) or "cross" (cross-attention)
-CONTINUOUS_STEPS = [("feedback", 1), ("feedback", 2), ("feedback", 5), ("feedback", 10), ("ddim", 5), ("ddim", 10),
-                    ("ddim", 20)]  # (sampler, network calls) of CLIP-DiffusionLM in the sweep
+CONTINUOUS_STEPS = [("feedback", 1, 1), ("feedback", 2, 1), ("feedback", 5, 1), ("feedback", 10, 1), ("feedback", 5, 5),
+                    ("feedback", 10, 5), ("ddim", 10, 1), ("ddim", 20, 1)]  # (sampler, calls, length beam) swept
+# for CLIP-DiffusionLM; a length beam of k samples k candidate lengths: k times the calls
 DDCAP_K = [1, 2, 3, 4, 6]  # best-first tokens committed per call
 DDCAP_GUIDANCE = [1.0, None]  # guidance scales s: 1.0 is no guidance, None the trained default (1.17)
 AR_BEAMS = [1, 2, 3, 5]  # beam sizes; 1 is greedy
@@ -151,7 +152,9 @@ plt.show()
 # A setting is a dictionary of arguments of the model's `sample`:
 #
 # * CLIP-DiffusionLM: the sampler (`"feedback"`: predict $x_0$ and feed it
-#   back; `"ddim"`) and its number of network calls;
+#   back; `"ddim"`), its number of network calls and the length beam (k
+#   candidate lengths denoised side by side, the most probable caption kept:
+#   k times the passes);
 # * DDCap: best-first with K tokens committed per call and guidance scale s
 #   (two passes per call when $s \ne 1$);
 # * autoregressive: beam size (1 = greedy) and the key-value cache (a
@@ -203,7 +206,7 @@ def speed(name, split, setting, batch, repeats=REPEATS, warmup=1):
 
 def label(name, s):
     if name == "CLIP-DiffusionLM":
-        return f"{s['sampler']} {s['steps']}"
+        return f"{s['sampler']} {s['steps']}" + (f" beam {s['length_beam']}" if s.get("length_beam", 1) > 1 else "")
     if name == "DDCap":
         return f"K={s['tokens_per_step']} s={s['guidance_scale']:g}"
     return f"{'greedy' if s['beam'] == 1 else 'beam ' + str(s['beam'])}{'' if s['use_cache'] else ', no cache'}"
@@ -211,12 +214,13 @@ def label(name, s):
 
 guidance = [models["DDCap"].dcfg.guidance_scale if s is None else s for s in DDCAP_GUIDANCE]
 SETTINGS = {
-    "CLIP-DiffusionLM": [{"sampler": sm, "steps": k} for sm, k in CONTINUOUS_STEPS],
+    "CLIP-DiffusionLM": [{"sampler": sm, "steps": k, "length_beam": b} for sm, k, b in CONTINUOUS_STEPS],
     "DDCap": [{"tokens_per_step": k, "guidance_scale": s, "order": "best_first"}
               for s in dict.fromkeys(guidance) for k in DDCAP_K],
     "autoregressive": [{"beam": b, "use_cache": c} for c in (True, False) for b in AR_BEAMS],
 }
-DEFAULT = {"CLIP-DiffusionLM": {"sampler": cfg_c.continuous.sampler, "steps": cfg_c.continuous.sample_steps},
+DEFAULT = {"CLIP-DiffusionLM": {"sampler": cfg_c.continuous.sampler, "steps": cfg_c.continuous.sample_steps,
+                                 "length_beam": cfg_c.continuous.length_beam},
            "DDCap": {"tokens_per_step": cfg_d.ddcap.tokens_per_step, "guidance_scale": cfg_d.ddcap.guidance_scale,
                      "order": "best_first"},
            "autoregressive": {"beam": 1, "use_cache": True}}
@@ -474,7 +478,7 @@ plt.tight_layout()
 plt.show()
 
 set_seed(cfg.seed)
-traj_c = sample("CLIP-DiffusionLM", cond_c, {"sampler": "feedback", "steps": 10}, trajectory=True)
+traj_c = sample("CLIP-DiffusionLM", cond_c, {"sampler": "feedback", "steps": 10, "length_beam": 1}, trajectory=True)
 steps_c = settle_steps(traj_c["trajectory"])
 ids_c = traj_c["ids"].cpu()
 words_c = ~torch.isin(ids_c, torch.tensor(special))
