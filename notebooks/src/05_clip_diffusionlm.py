@@ -60,7 +60,8 @@ CERTAINTY_WEIGHT = None  # 5.2: lambda of the rounding term (with OUTPUT "regres
 ADAPTIVE_CERTAINTY = None  # 5.2: rescale lambda by the adaptive ratio of notebook 03
 COND_DROPOUT = None  # 5.3: probability of training without the image (classifier-free guidance)
 GUIDANCE_SCALE = None  # 5.3: s at sampling; 1 is the conditional model alone
-LR = None  # 5.4: peak learning rate
+LR = None  # 5.4: peak learning rate shared by the captioners (captioner.lr) ...
+LR_SCALE = None  # ... times this factor for this denoiser (course default 2: 2e-3)
 LR_SCHEDULE = None  # 5.4: "constant", "linear" or "cosine" decay to captioner.lr_final
 TARGET = None  # 5.5: "x0" or "x_t-n"
 TARGET_N = None  # 5.5: n of x_{t-n}
@@ -95,7 +96,7 @@ cfg = get_config(PROFILE, {
     "continuous.output": OUTPUT, "continuous.self_condition": SELF_CONDITION, "captioner.grid": GRID,
     "continuous.embed_scale": EMBED_SCALE, "captioner.train_minutes": TRAIN_MINUTES,
     "continuous.length_prediction": LENGTH_PREDICTION, "continuous.length_beam": LENGTH_BEAM,
-    "continuous.cond_norm": COND_NORM, "continuous.t_min_frac": T_MIN_FRAC})
+    "continuous.cond_norm": COND_NORM, "continuous.t_min_frac": T_MIN_FRAC, "continuous.lr_scale": LR_SCALE})
 set_seed(cfg.seed)
 log = ResultLog(cfg, "05_clip_diffusionlm")
 t_notebook = time.perf_counter()
