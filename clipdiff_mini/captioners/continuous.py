@@ -52,9 +52,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from clipdiff_mini.captioners.length import LengthHead, caption_lengths
 from clipdiff_mini.diffusion.gaussian_diffusion import eps_from_x0, q_sample
 from clipdiff_mini.diffusion.noise_schedules import make_schedule
-from clipdiff_mini.captioners.length import LengthHead, caption_lengths
 from clipdiff_mini.diffusion.samplers import ddim_sample, ddim_timesteps, ddpm_sample
 from clipdiff_mini.diffusion.text_diffusion import AdaptiveRoundingWeight, timestep_embedding
 from clipdiff_mini.diffusion.text_embedding import clamp_to_embeddings, nearest_tokens
@@ -72,7 +72,7 @@ class ContinuousCaptioner(nn.Module):
 
     def __init__(self, vocab_size: int, max_len: int, image_dim: int, grid_dim: int, ccfg, *, width: int,
                  layers: int, heads: int, dropout: float = 0.0, n_grid: int = 0,
-                 word_vectors: Tensor | None = None, pad_id: int = 0, eos_id: int = 0):
+                 word_vectors: Tensor | None = None, pad_id: int | None = None, eos_id: int | None = None):
         super().__init__()
         from transformers import DistilBertConfig, DistilBertModel
 
@@ -82,6 +82,8 @@ class ContinuousCaptioner(nn.Module):
             raise ValueError("continuous.target='x_t-n' predicts a noisy vector, not words: use continuous.output="
                              "'regress' with it (the paper's setting)")
         self.ccfg, self.max_len, self.width, self.vocab_size = ccfg, max_len, width, vocab_size
+        if ccfg.length_prediction and (pad_id is None or eos_id is None):
+            raise ValueError("continuous.length_prediction needs the tokenizer's pad_id and eos_id")
         self.pad_id, self.eos_id = pad_id, eos_id
         D = ccfg.embed_dim
         self.sched = make_schedule(ccfg.schedule, ccfg.timesteps)
