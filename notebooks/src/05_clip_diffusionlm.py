@@ -517,6 +517,15 @@ scorer.close()
 # | + LayerNorm on the CLIP tokens | 0.487 / 0.328 / 0.983, strict 0.313 | 0.500 / 0.327 / 1.000, strict 0.317 | 0.543 / 0.298 / 0.997, strict 0.323 | **0.570 / 0.298 / 1.000**, strict 0.383 |
 # | + fine 4x4 grid on top | 0.453 / 0.332 / 0.977 | 0.470 / 0.323 / 1.000 | | |
 #
+# Three rows were rerun through the command (2 threads, the whole val
+# split, COCO metrics; retrieval 0.447 / 0.264 there): "+ LayerNorm" scored
+# 0.442 / 0.304 / 0.885 with 5 passes, and with the length beam 0.528 /
+# 0.294 / 0.951 (25 passes) and 0.521 / 0.300 / 0.993, strict 0.337 (50
+# passes). A second training of the same row thus lands up to 0.05 and 10
+# points of well-formedness from the first: differences between rows of
+# that size are within one run's noise; the larger steps (length head,
+# learning rate, length beam) are not.
+#
 # What we read from it:
 #
 # * **The length head** (DDCap's, notebook 07) roughly doubled object recall
