@@ -274,10 +274,8 @@ class ContinuousCaptioner(nn.Module):
         if k <= 1 or self.length_head is None or kw.get("known") is not None or kw.get("lengths") is not None:
             return self.sample_once(cond, **kw)
         B = cond["image"].shape[0]
-        logits = self.length_head(cond["image"])  # (B, L + 1)
-        logits[:, :2] = float("-inf")  # at least [BOS] [EOS]
-        k = min(k, logits.shape[1] - 2)
-        lengths = logits.topk(k, -1).indices  # (B, k), most likely first
+        lengths = self.length_head.most_likely(cond["image"], k)  # (B, k)
+        k = lengths.shape[1]
         rep = {key: v.repeat_interleave(k, 0) for key, v in cond.items()}  # each picture k times, (B k, ...)
         out = self.sample_once(rep, lengths=lengths.reshape(-1), **kw)
         logp = torch.log_softmax(out["logits"].float(), -1).gather(-1, out["ids"][..., None])[..., 0]  # (B k, L)

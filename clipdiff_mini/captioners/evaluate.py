@@ -39,13 +39,12 @@ def evaluate_captions(predictions: Mapping[int, str], split, *, scorer: CaptionS
     preds = {k: predictions[k] for k in refs if k in predictions}
     if len(preds) != len(refs):
         raise ValueError(f"captions for {len(preds)} of the {len(refs)} pictures of the split; caption all of them")
-    acc = scene_accuracy(preds, split.scenes())
+    acc = scene_accuracy(preds, split.scenes(), return_judgements=True)
     out: dict[str, Any] = {"scene_accuracy": acc["caption_all_true"], "object_recall": acc["object_recall"],
                            "well_formed": acc["well_formed"], "claim_precision": acc["claim_precision"],
                            "relations_per_caption": acc["relations_per_caption"], "n_images": len(preds)}
     # a stricter reading: all claims true *and* no two identical mentions (see `names_an_object_twice`)
-    scenes = split.scenes()
-    judged = [judge_caption(c, scenes[k]) for k, c in preds.items()]
+    judged = [j for js in acc["judgements"].values() for j in js]
     out["scene_accuracy_distinct"] = sum(j.all_true and not names_an_object_twice(j) for j in judged) / len(judged)
     if coco:
         own = scorer is None

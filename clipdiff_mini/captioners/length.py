@@ -25,13 +25,24 @@ class LengthHead(nn.Sequential):
         super().__init__(nn.LayerNorm(image_dim), nn.Linear(image_dim, hidden), nn.GELU(),
                          nn.Linear(hidden, max_len + 1))
 
+    def allowed_logits(self, image: Tensor) -> Tensor:
+        """Logits (B, L + 1) over n with n < 2 ruled out: a caption holds at least [BOS] [EOS]."""
+        logits = self(image)
+        logits[:, :2] = float("-inf")
+        return logits
+
     @torch.no_grad()
     def choose(self, image: Tensor, how: str = "argmax", generator: torch.Generator | None = None) -> Tensor:
         """n (B,), at least 2 ([BOS] [EOS]): the most likely length ("argmax") or a draw ("sample")."""
-        logits = self(image)  # (B, L + 1)
-        logits[:, :2] = float("-inf")
+        logits = self.allowed_logits(image)  # (B, L + 1)
         if how == "sample":
             return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
         if how != "argmax":
             raise ValueError(f"length choice {how!r}; allowed: 'argmax', 'sample'")
         return logits.argmax(-1)
+
+    @torch.no_grad()
+    def most_likely(self, image: Tensor, k: int) -> Tensor:
+        """(B, k') the k' = min(k, L - 1) most likely lengths of each picture, most likely first."""
+        logits = self.allowed_logits(image)
+        return logits.topk(min(k, logits.shape[1] - 2), -1).indices
