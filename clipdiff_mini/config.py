@@ -100,6 +100,8 @@ class ClipConfig:
     source: str = "scratch"  # "scratch" (trained in notebook 04) or "pretrained" (open_clip)
     pretrained_model: str = "ViT-B-32"  # open_clip name: "ViT-B-32" (CLIP-DiffusionLM), "ViT-B-16" (DDCap)
     pretrained_tag: str = "openai"
+    checkpoint: str = ""  # scratch: use this trained CLIP file instead of one trained for this data ("" = the
+    # file of this config's training key), e.g. notebook 04's for the fixture of notebook 09 (the same scenes)
     embed_dim: int = 512  # joint image-text embedding size, as in ViT-B/32; 128 or 256 lost the largest
     # object's shape from the pooled vector (notebook 04, section 2)
     vision_tower: str = "resnet"  # "resnet" (open_clip ModifiedResNet) or "vit"
@@ -156,8 +158,9 @@ class CaptionerConfig:
     dropout: float = 0.0
     grid: str = "none"  # CLIP spatial grid beside the pooled vector: "fine" (4x4 at 64 px), "coarse" (2x2), "none"
     # ("fine" costs 16 extra tokens per step: fewer steps in a laptop budget; measured worse there, notebook 05)
-    train_steps: int = 6000  # upper bound; train_minutes usually stops first on a laptop
-    train_minutes: float = 8.0  # wall-clock budget of one training run (0 = no limit): equal compute for all models
+    train_steps: int = 6000  # the budget: the learning rate decays to lr_final at this step
+    patience: int = 4  # stop after this many validation checks without a better score (0 = never): a plateau
+    train_minutes: float = 15.0  # safety cap on wall-clock time (0 = none); a run it stops depends on the machine
     batch_size: int = 64
     lr: float = 1e-3
     lr_schedule: str = "linear"  # "constant", "linear" (decay to lr_final), "cosine" (to lr_final)
@@ -360,6 +363,7 @@ _PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
         "captioner.heads": 12,
         "captioner.train_steps": 20_000,
         "captioner.train_minutes": 0.0,
+        "captioner.patience": 0,  # the papers train their stated steps
         "captioner.batch_size": 256,
         "captioner.lr": 1e-4,
         "captioner.lr_final": 5e-5,
@@ -451,6 +455,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "captioner.train_steps": 33_190,  # 30 x 113,287 x 5 / 512
         "captioner.warmup_steps": 5_532,  # 5 epochs
         "captioner.train_minutes": 0.0,
+        "captioner.patience": 0,  # the papers train their stated steps
         "ddcap.timesteps": 20,
         "ddcap.schedule": "mask",  # the released schedule puts ~no mass on replacement: mask-only
         "ddcap.length_prediction": True,

@@ -99,6 +99,10 @@ def evaluate_split(preds: dict[int, str], split, metrics: str = "coco", scorer=N
     return quick_caption_scores(preds, refs)
 
 
+_STOPS = {"steps": "the step budget", "plateau": "a validation plateau (captioner.patience)",
+          "minutes": "the wall-clock cap (captioner.train_minutes; this result depends on the machine's speed)"}
+
+
 def train_model(model_name: str, cfg, *, data=None, progress: bool = True, resume: bool = True,
                 checkpoint: str | Path | None = None, stop_at: int | None = None, evaluate: bool = True,
                 splits: Sequence[str] = ("val", "test"), metrics: str = "coco", verbose: bool = True) -> dict[str, Any]:
@@ -132,7 +136,8 @@ def train_model(model_name: str, cfg, *, data=None, progress: bool = True, resum
     out: dict[str, Any] = {"model": model, "record": record, "path": record["path"], "scores": {}, "captions": {},
                            "data": data, "world_size": world.size}
     say(f"[train] {model_name}: {record['steps']} steps in {record['train_seconds']:.1f} s "
-        f"({'resumed, ' if record['resumed'] else ''}{'finished' if record.get('finished', True) else 'stopped early'}"
+        f"({'resumed, ' if record['resumed'] else ''}"
+        f"{'finished: ' + _STOPS.get(record.get('stopped_by'), 'done') if record.get('finished', True) else 'cut off'}"
         f", {world.size} process{'es' if world.size > 1 else ''})")
     say(f"[train] checkpoint: {record['path']}")
     if record.get("best"):

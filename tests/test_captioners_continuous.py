@@ -159,10 +159,23 @@ def test_lr_factor_warmup_then_decay_to_the_final_ratio():
     assert lr_factor(100, 100, 10, "cosine", 0.1) == pytest.approx(0.1)
     assert lr_factor(55, 100, 10, "cosine", 0.1) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 2)))
     assert lr_factor(70, 100, 10, "constant", 0.1) == 1.0
-    # a wall-clock budget further along than the steps decays by the time spent
-    assert lr_factor(20, 100, 10, "linear", 0.1, time_fraction=0.5) == pytest.approx(1 - 0.9 * 0.5)
-    assert lr_factor(20, 100, 10, "linear", 0.1, time_fraction=1.0) == pytest.approx(0.1)
-    assert lr_factor(55, 100, 10, "linear", 0.1, time_fraction=0.1) == pytest.approx(1 - 0.9 * 0.5)
+    with pytest.raises(TypeError):  # the clock has no say in the learning rate (issue 18)
+        lr_factor(20, 100, 10, "linear", 0.1, time_fraction=0.5)
+
+
+def test_plateau_is_patience_checks_without_a_better_score():
+    from clipdiff_mini.captioners.training import plateaued
+
+    def hist(*accs):
+        return [{"scene_accuracy": a, "object_recall": 0.5} for a in accs]
+
+    assert not plateaued(hist(0.1, 0.2, 0.2), 0)  # patience 0: never
+    assert not plateaued(hist(0.1, 0.2), 2)  # not enough checks yet
+    assert plateaued(hist(0.1, 0.3, 0.2, 0.3), 2)  # the best (0.3 at check 2) not beaten by checks 3 and 4
+    assert not plateaued(hist(0.1, 0.3, 0.2, 0.31), 2)  # check 4 beat it
+    assert not plateaued(hist(0.1, 0.3, 0.31, 0.2), 2)
+    # ties on scene accuracy are broken by object recall, as in choosing the best weights
+    assert not plateaued(hist(0.3, 0.3, 0.3)[:2] + [{"scene_accuracy": 0.3, "object_recall": 0.6}], 1)
 
 
 def test_training_resumes_where_it_stopped_bit_identically(tmp_path, monkeypatch):

@@ -130,12 +130,22 @@ def test_two_processes_train_and_hold_identical_weights(tmp_path, ci_data):
 
 
 # ---- exact resume, for every captioner ----------------------------------------------------------
+# The laptop switches of each captioner are the config's defaults, which the ci profile keeps (image-free
+# training and guidance dropout, self-conditioning, the length head, the concentrated mask, ...); only the
+# width, data and steps are tiny. "budget": the wall-clock cap is on (as at laptop size) but never reached,
+# and the plateau stop is on: neither may change the learning rates or the steps a resumed run takes.
+RESUME_SETTINGS = {"plain": {}, "budget": {"captioner.train_minutes": 30.0, "captioner.patience": 2}}
+
+
+@pytest.mark.parametrize("setting", sorted(RESUME_SETTINGS))
 @pytest.mark.parametrize("name", sorted(CAPTIONERS))
-def test_n_steps_stop_n_more_equals_2n_steps(name, tmp_path, ci_data):
+def test_n_steps_stop_n_more_equals_2n_steps(name, setting, tmp_path, ci_data):
     spec = CAPTIONERS[name]
     if not spec.available():
         pytest.skip(f"{name}: its module {spec.module} is not written yet; this test runs once it lands")
-    cfg = tiny_cfg(**{"captioner.train_steps": 8, "captioner.eval_every": 3, "captioner.checkpoint_every": 100})
+    # stopped at step 4, in the middle of an evaluation interval (checks at 3, 6)
+    cfg = tiny_cfg(**{"captioner.train_steps": 8, "captioner.eval_every": 3, "captioner.checkpoint_every": 100,
+                      **RESUME_SETTINGS[setting]})
     whole = quiet(name, cfg, data=ci_data, checkpoint=tmp_path / "whole.pt")
     cut = quiet(name, cfg, data=ci_data, checkpoint=tmp_path / "cut.pt", stop_at=4)
     assert not cut["record"]["finished"] and cut["record"]["steps"] == 4
@@ -380,3 +390,35 @@ def test_gradient_accumulation_takes_the_same_steps_as_the_whole_batch(tmp_path,
     # and the steps moved the weights (the comparison is not between two untrained models)
     assert not torch.allclose(weights[1]["lin.weight"], _DeterministicCaptioner(train.image.shape[1],
                                                                                train.ids.shape[1]).lin.weight)
+
+
+def test_a_plateau_stops_the_run_at_the_same_step_whether_or_not_it_was_cut_off(tmp_path, ci_data):
+    """Validation scores that never improve (a model whose captions do not change): with patience 2 and
+    checks every 2 steps, the checks at 2, 4 and 6 make a plateau, and the run ends at step 6 of 20, with
+    the weights of step 2. Cut off at step 5 (between checks) or at 6 (the plateau's own step) and run again,
+    it ends at the same step with the same weights, and running a finished run again trains nothing."""
+    from clipdiff_mini.captioners.training import train_captioner
+
+    train = ci_data["train"]
+    cfg = tiny_cfg(**{"captioner.train_steps": 20, "captioner.eval_every": 2, "captioner.patience": 2,
+                      "captioner.train_minutes": 30.0, "captioner.checkpoint_every": 100})
+
+    def run(path, **kw):
+        model = _DeterministicCaptioner(train.image.shape[1], train.ids.shape[1])
+        rec = train_captioner(model, train, ci_data["val"], cfg, name="plateau", progress=False, checkpoint=path,
+                              caption_fn=lambda m, cond: ["a red circle"] * len(cond["image"]), **kw)
+        return model, rec
+
+    whole_model, whole = run(tmp_path / "whole.pt")
+    assert whole["steps"] == 6 and whole["finished"] and whole["stopped_by"] == "plateau"
+    assert [v["step"] for v in whole["history"]["val"]] == [2, 4, 6] and whole["best"]["step"] == 2
+    for cut in (5, 6):
+        path = tmp_path / f"cut{cut}.pt"
+        _, first = run(path, stop_at=cut)
+        assert first["steps"] == cut
+        model, rest = run(path)
+        assert rest["steps"] == 6 and rest["stopped_by"] == "plateau"
+        assert rest["history"]["loss"] == whole["history"]["loss"]
+        same_weights(model.state_dict(), whole_model.state_dict())
+    _, again = run(tmp_path / "whole.pt")
+    assert again["steps"] == 6 and again["history"]["loss"] == whole["history"]["loss"]

@@ -11,7 +11,11 @@ A captioner is an `nn.Module` with
 plus linear/cosine learning-rate schedule, clips gradients, shows a progress
 bar, checks the captions on validation pictures every ``eval_every`` steps
 and keeps the best weights (chosen on **val**, never on test), stops at
-``train_steps`` or after ``train_minutes`` of wall-clock time, and writes an
+``train_steps``, after ``patience`` checks without a better validation score
+(a plateau), or after ``train_minutes`` of wall-clock time (a safety cap: the
+learning rates depend on the step alone, so a run the clock did not stop is
+the same on every machine, and one it did stop is the only kind that is
+not), and writes an
 atomic, resumable checkpoint every ``checkpoint_every`` steps: model,
 optimizer, step, history, best weights and random states. A run started
 again with the same settings continues where the last one stopped; a
@@ -67,22 +71,31 @@ __all__ = ["train_captioner", "lr_factor", "run_key", "run_identity", "run_optio
            "architecture", "CHECKPOINT_FORMAT", "CheckpointMismatch"]
 
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str, final_ratio: float,
-              time_fraction: float = 0.0) -> float:
-    """Multiplier of the base learning rate at `step` (0-based): linear warm-up, then
-    constant, linear or cosine decay from 1 to `final_ratio` at `total` steps, or earlier
-    when `time_fraction` (elapsed / wall-clock budget) is further along: a run stopped by
-    its time budget still ends with a decayed learning rate."""
+def lr_factor(step: int, total: int, warmup: int, schedule: str, final_ratio: float) -> float:
+    """Multiplier of the base learning rate at `step` (0-based): linear warm-up, then constant, linear or
+    cosine decay from 1 to `final_ratio` at `total` steps. A function of the step alone, never of the clock:
+    two runs of the same steps and seeds take the same steps on any machine, and a resumed run continues
+    exactly (a wall-clock cap may stop a run, it does not bend its schedule)."""
     if warmup and step < warmup:
         return (step + 1) / warmup
     if schedule == "constant" or total <= warmup:
         return 1.0
-    p = min(1.0, max((step - warmup) / max(1, total - warmup), time_fraction))
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
     if schedule == "linear":
         return 1.0 - (1.0 - final_ratio) * p
     if schedule == "cosine":
         return final_ratio + (1.0 - final_ratio) * 0.5 * (1 + math.cos(math.pi * p))
     raise ValueError(f"captioner.lr_schedule={schedule!r}; allowed: 'constant', 'linear', 'cosine'")
+
+
+def plateaued(val_history: list[dict], patience: int) -> bool:
+    """Whether the last `patience` validation checks all failed to beat the best one before them (the
+    early stopping of transformers' ``EarlyStoppingCallback``; 0 = never). Decided from the recorded
+    scores alone, so a resumed run stops at the same step as one that never stopped."""
+    if patience <= 0 or len(val_history) <= patience:
+        return False
+    before = max(selection_score(v) for v in val_history[:-patience])
+    return all(selection_score(v) <= before for v in val_history[-patience:])
 
 
 def checkpoint_path(cfg, name: str, key: str) -> Path:
@@ -322,12 +335,12 @@ def train_captioner(model, train, val, cfg, *, name: str, caption_fn: Callable, 
     while not state["done"] and state["step"] < last_step:
         # process 0's clock decides for all, so every process stops at the same step with the same learning rate
         elapsed = D.broadcast_float(time.perf_counter() - t0, world, device)
-        if elapsed >= budget:
+        if elapsed >= budget:  # a safety cap: the run ends here, with the learning rate of this step
+            state["stopped_by"] = "minutes"
             break
         step = state["step"]
         for g in opt.param_groups:
-            g["lr"] = peak * lr_factor(step, c.train_steps, c.warmup_steps, c.lr_schedule, c.lr_final / peak,
-                                       elapsed / budget)
+            g["lr"] = peak * lr_factor(step, c.train_steps, c.warmup_steps, c.lr_schedule, c.lr_final / peak)
         rows = torch.randint(0, n_rows, (c.batch_size,), generator=gen)  # (B,) the global batch, on every process
         micro = torch.tensor_split(D.shard_rows(rows, world), grad_accum)  # this process's share, in A parts
         opt.zero_grad(set_to_none=True)
@@ -365,16 +378,21 @@ def train_captioner(model, train, val, cfg, *, name: str, caption_fn: Callable, 
         if (step + 1) % c.eval_every == 0:
             check(step + 1)
             state["seconds"] = time.perf_counter() - t0  # validation time counts: it is part of training
+            if D.broadcast_object(plateaued(state["history"]["val"], c.patience), world):  # process 0 validated
+                state["stopped_by"] = "plateau"
+                break
         if (step + 1) % c.checkpoint_every == 0 or state["step"] == stop_at:
             snapshot()
     bar.close()
+    # cut off by the caller (`stop_at`): left unfinished, to be resumed; a plateau or the clock finishes the run
     stopped_early = stop_at is not None and state["step"] >= stop_at and state["step"] < c.train_steps \
-        and not state["done"]
+        and not state["done"] and "stopped_by" not in state
     if not state["done"] and not stopped_early:
         checked = bool(state["history"]["val"]) and state["history"]["val"][-1]["step"] == state["step"]
         if not D.broadcast_object(checked, world):  # process 0 holds the validation history
             check(state["step"])
         state["done"] = True
+        state.setdefault("stopped_by", "steps")
         state["seconds"] = time.perf_counter() - t0
         snapshot()
     elif upgrade:
@@ -390,7 +408,8 @@ def train_captioner(model, train, val, cfg, *, name: str, caption_fn: Callable, 
     return {"history": state["history"], "best": state["best"], "train_seconds": state["seconds"],
             "steps": state["step"], "steps_per_second": state["step"] / max(state["seconds"], 1e-9),
             "peak_rss_mb": peak_rss_mb(), "path": path, "resumed": resumed, "key": key,
-            "finished": bool(state["done"]), "world_size": world.size}
+            "finished": bool(state["done"]), "world_size": world.size,
+            "stopped_by": state.get("stopped_by") if state["done"] else "stop_at"}
 
 
 def architecture(model) -> str:
