@@ -229,7 +229,7 @@ def scratch_training_key(cfg) -> dict[str, Any]:
     the fields that only choose or use a model), the data section (less the
     captioners' tokenizer settings) and the seed."""
     clip = cfg.to_dict()["clip"]
-    for k in ("source", "pretrained_model", "pretrained_tag", "feature_batch_size", "save_every"):
+    for k in ("source", "pretrained_model", "pretrained_tag", "feature_batch_size", "save_every", "checkpoint"):
         clip.pop(k, None)
     data = cfg.to_dict()["data"]
     for k in ("tokenizer", "max_caption_len", "bert_name"):  # the captioners' text settings: CLIP has its own
@@ -239,7 +239,10 @@ def scratch_training_key(cfg) -> dict[str, Any]:
 
 def scratch_checkpoint_path(cfg) -> Path:
     """``<checkpoint_dir>/clip_scratch_<profile>_<hash>.pt``; the hash covers
-    `scratch_training_key`, so changing a size or the data gives a new file."""
+    `scratch_training_key`, so changing a size or the data gives a new file.
+    ``clip.checkpoint``, when set, names the file instead (a CLIP trained on other data)."""
+    if cfg.clip.checkpoint:
+        return cfg.resolve(cfg.clip.checkpoint)
     digest = hashlib.sha256(json.dumps(scratch_training_key(cfg), sort_keys=True).encode()).hexdigest()[:12]
     return cfg.path("checkpoint_dir") / f"clip_scratch_{cfg.profile}_{digest}.pt"
 

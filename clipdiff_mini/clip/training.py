@@ -370,6 +370,10 @@ def load_clip(cfg, *, train_if_missing: bool = True, progress: bool = True) -> C
     if cfg.clip.source != "scratch":
         raise ValueError(f"clip.source={cfg.clip.source!r}; allowed values: 'scratch', 'pretrained'")
     path = scratch_checkpoint_path(cfg)
+    if not path.exists() and cfg.clip.checkpoint:  # a named file is never trained into: it is another data's CLIP
+        raise FileNotFoundError(f"clip.checkpoint={cfg.clip.checkpoint!r}: no such file ({path}); train that CLIP "
+                                "first (notebook 04 for the embedded dataset) or set clip.checkpoint='' to train one "
+                                "on this data")
     if not path.exists():
         if not train_if_missing:
             raise FileNotFoundError(f"no trained CLIP at {path}; run notebook 04 or "
