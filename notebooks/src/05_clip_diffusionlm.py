@@ -81,7 +81,9 @@ LENGTH_PREDICTION = None  # DDCap's length head: [EOS] and [PAD]s given, only th
 LENGTH_BEAM = None  # sampling: denoise the k most likely lengths, keep the most probable caption
 COND_NORM = None  # LayerNorm on the projected CLIP tokens
 T_MIN_FRAC = None  # train on t >= T_MIN_FRAC * T only (below, rounding x_t alone recovers the caption)
-TRAIN_MINUTES = None  # wall-clock training budget
+TRAIN_STEPS = None  # retrains: the step budget (None: the profile's, 6000 on a laptop)
+PATIENCE = None  # retrains: stop after this many validation checks without progress (None: the profile's; 0 = never)
+TRAIN_MINUTES = None  # retrains: a wall-clock safety cap (None: the profile's); a run it stops depends on the machine
 ABLATION_ROWS_CI = ["paper", "5.1-add", "course"]  # rows trained here when no laptop table exists (ci size)
 N_SHOW = 8  # test pictures in the caption grid
 
@@ -95,6 +97,7 @@ cfg = get_config(PROFILE, {
     "continuous.timesteps": TIMESTEPS, "continuous.loss": LOSS, "continuous.timestep_input": TIMESTEP_INPUT,
     "continuous.output": OUTPUT, "continuous.self_condition": SELF_CONDITION, "captioner.grid": GRID,
     "continuous.embed_scale": EMBED_SCALE, "captioner.train_minutes": TRAIN_MINUTES,
+    "captioner.train_steps": TRAIN_STEPS, "captioner.patience": PATIENCE,
     "continuous.length_prediction": LENGTH_PREDICTION, "continuous.length_beam": LENGTH_BEAM,
     "continuous.cond_norm": COND_NORM, "continuous.t_min_frac": T_MIN_FRAC, "continuous.lr_scale": LR_SCALE})
 set_seed(cfg.seed)
@@ -253,10 +256,10 @@ t0 = time.perf_counter()
 model, record = train_continuous(cfg, data)
 train_wall = time.perf_counter() - t0
 print(f"{record['steps']} steps in {record['train_seconds']:.0f} s ({record['steps_per_second']:.2f} steps/s)"
-      f"{' (loaded from the checkpoint)' if record['resumed'] else ''}; best on val at step {record['best']['step']}: "
-      f"{record['best']}")
+      f"{' (loaded from the checkpoint)' if record['resumed'] else ''}, ended by {record['stopped_by']}; "
+      f"best on val at step {record['best']['step']}: {record['best']}")
 print(f"peak memory of this process: {peak_rss_mb():.0f} MiB")
-log.add("train seconds", round(record["train_seconds"], 1), steps=record["steps"],
+log.add("train seconds", round(record["train_seconds"], 1), steps=record["steps"], best_step=record["best"]["step"],
         threads=torch.get_num_threads())
 log.add("train steps/s", round(record["steps_per_second"], 2))
 log.add("peak RSS (MiB)", round(peak_rss_mb()))

@@ -70,7 +70,9 @@ TIMESTEP_INPUT = None  # t through adaptive LayerNorm
 LOSS_WEIGHTING = None  # "uniform" (DDCap's cross-entropy) or "elbo" (1/t-weighted bound, notebook 06)
 SCHEDULE = None  # "mask" (gammabar_t = t/T) or "ddcap" (VQ-Diffusion's linear ends)
 TIMESTEPS = None  # T (DDCap: 20)
-TRAIN_MINUTES = None  # wall-clock training budget
+TRAIN_STEPS = None  # retrains: the step budget (None: the profile's, 6000 on a laptop)
+PATIENCE = None  # retrains: stop after this many validation checks without progress (None: the profile's; 0 = never)
+TRAIN_MINUTES = None  # retrains: a wall-clock safety cap (None: the profile's); a run it stops depends on the machine
 ABLATION_ROWS_CI = ["c", "g"]  # rows trained here when no laptop table exists (ci size)
 SPEED_TOKENS_PER_STEP = [1, 2, 3, 4, 6]  # section 8: best-first K values measured
 N_SHOW = 8  # test pictures in the caption grid
@@ -82,7 +84,7 @@ cfg = get_config(PROFILE, {
     "ddcap.image_free_p": IMAGE_FREE_P, "ddcap.guidance_scale": GUIDANCE_SCALE,
     "ddcap.tokens_per_step": TOKENS_PER_STEP, "captioner.grid": GRID, "ddcap.timestep_input": TIMESTEP_INPUT,
     "ddcap.loss_weighting": LOSS_WEIGHTING, "ddcap.schedule": SCHEDULE, "ddcap.timesteps": TIMESTEPS,
-    "captioner.train_minutes": TRAIN_MINUTES})
+    "captioner.train_minutes": TRAIN_MINUTES, "captioner.train_steps": TRAIN_STEPS, "captioner.patience": PATIENCE})
 set_seed(cfg.seed)
 log = ResultLog(cfg, "07_ddcap")
 t_notebook = time.perf_counter()
@@ -197,10 +199,11 @@ plt.show()
 t0 = time.perf_counter()
 model, record = train_ddcap(cfg, data)
 print(f"{record['steps']} steps in {record['train_seconds']:.0f} s ({record['steps_per_second']:.2f} steps/s)"
-      f"{' (loaded from the checkpoint)' if record['resumed'] else ''}; best on val at step "
-      f"{record['best']['step']}: {record['best']}")
+      f"{' (loaded from the checkpoint)' if record['resumed'] else ''}, ended by {record['stopped_by']}; "
+      f"best on val at step {record['best']['step']}: {record['best']}")
 print(f"peak memory of this process: {peak_rss_mb():.0f} MiB")
-log.add("train seconds", round(record["train_seconds"], 1), steps=record["steps"], threads=torch.get_num_threads())
+log.add("train seconds", round(record["train_seconds"], 1), steps=record["steps"], best_step=record["best"]["step"],
+        threads=torch.get_num_threads())
 log.add("train steps/s", round(record["steps_per_second"], 2))
 log.add("peak RSS (MiB)", round(peak_rss_mb()))
 plot_training(record, "DDCap")

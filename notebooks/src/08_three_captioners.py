@@ -62,7 +62,9 @@ from clipdiff_mini.seeding import set_seed
 
 # %% tags=["parameters"]
 PROFILE = os.environ.get("CLIPDIFF_PROFILE", "laptop")  # "ci" | "laptop" | "colab"
-TRAIN_MINUTES = None  # wall-clock budget of each of the three trainings (None: the profile's, 8 min on a laptop)
+TRAIN_STEPS = None  # step budget of each of the three trainings (None: the profile's, 6000 on a laptop)
+PATIENCE = None  # validation checks without progress before a training stops (None: the profile's; 0 = never)
+TRAIN_MINUTES = None  # wall-clock safety cap of each training (None: the profile's); a run it stops depends on the machine
 AR_GRID = "fine"  # CLIP grid the autoregressive decoder reads: "fine" (4x4, as DDCap), "coarse" or "none"
 AR_CONDITIONING = "prefix"  # "prefix" (ClipCap: CLIP tokens before the caption) or "cross" (cross-attention)
 CONTINUOUS_STEPS = [("feedback", 1, 1), ("feedback", 2, 1), ("feedback", 5, 1), ("feedback", 10, 1), ("feedback", 5, 5),
@@ -86,7 +88,7 @@ BACKGROUND = "light"  # "light" or "dark"
 WIDGETS = True  # controls to edit the scene (Jupyter / Colab with ipywidgets; headless runs use SCENE)
 
 # %%
-over = {"captioner.train_minutes": TRAIN_MINUTES}
+over = {"captioner.train_minutes": TRAIN_MINUTES, "captioner.train_steps": TRAIN_STEPS, "captioner.patience": PATIENCE}
 cfg = get_config(PROFILE, over)
 cfg_c = cfg  # CLIP-DiffusionLM as notebook 05 trains it (the profile's grid)
 cfg_d = get_config(PROFILE, {**over, "captioner.grid": "fine"})  # DDCap as notebook 07 trains it
@@ -99,7 +101,8 @@ MACHINE = machine(DEVICE)
 print(f"profile {cfg.profile}; timings on {MACHINE}")
 log.add("timings on", MACHINE)
 print(f"each model: width {cfg.captioner.width}, {cfg.captioner.layers} layers, training budget "
-      f"{cfg.captioner.train_minutes} min / {cfg.captioner.train_steps} steps")
+      f"{cfg.captioner.train_steps} steps (stopped sooner after {cfg.captioner.patience} checks without progress; "
+      f"safety cap {cfg.captioner.train_minutes} min)")
 print(f"grids: CLIP-DiffusionLM {cfg_c.captioner.grid!r}, DDCap {cfg_d.captioner.grid!r}, "
       f"autoregressive {cfg_a.captioner.grid!r} ({AR_CONDITIONING})")
 
@@ -137,9 +140,10 @@ DATA = {"CLIP-DiffusionLM": data_c, "DDCap": data_d, "autoregressive": data_a}
 for name, rec in records.items():
     n_par = sum(p.numel() for p in models[name].parameters())
     print(f"{name:17s} {n_par / 1e6:6.2f} M parameters, {rec['steps']:5d} steps in {rec['train_seconds']:6.0f} s"
-          f"{' (loaded)' if rec['resumed'] else ''}; best on val at step {rec['best']['step']}: "
+          f"{' (loaded)' if rec['resumed'] else ''}, ended by {rec['stopped_by']}; best on val at step {rec['best']['step']}: "
           f"scene accuracy {rec['best']['scene_accuracy']:.3f}")
-    log.add(f"train steps: {name}", rec["steps"], seconds=round(rec["train_seconds"], 1), loaded=rec["resumed"])
+    log.add(f"train steps: {name}", rec["steps"], seconds=round(rec["train_seconds"], 1), loaded=rec["resumed"],
+            best_step=rec["best"]["step"], ended_by=rec["stopped_by"])
 fig, axes = plt.subplots(3, 2, figsize=(11, 9))
 for row, (name, rec) in zip(axes, records.items()):
     plot_training(rec, name, ax=row)
@@ -638,8 +642,8 @@ fast1_key = max(model_rows, key=lambda k: model_rows[k]["b1"])
 ar = table[row_key[("autoregressive", label("autoregressive", DEFAULT["autoregressive"]))]]
 nn_row = table["nearest neighbour (CLIP)"]
 lines = [
-    f"On {MACHINE}, with {cfg.captioner.train_minutes} training minutes ({cfg.captioner.train_steps} steps at most) "
-    f"per model:",
+    f"On {MACHINE}, with {cfg.captioner.train_steps} training steps at most per model (a validation plateau of "
+    f"{cfg.captioner.patience} checks ends a run sooner):",
     f"- Most accurate on test: {best_key}, scene accuracy {model_rows[best_key]['scene_accuracy']:.3f} "
     f"(nearest-neighbour retrieval {nn_row['scene_accuracy']:.3f}, cached greedy autoregressive "
     f"{ar['scene_accuracy']:.3f}).",
