@@ -291,7 +291,10 @@ def run_course(profile: str, only: list[str] | None = None, progress: TextIO | N
 def write_summary(base: Path, profile: str, rows: list[dict]) -> None:
     """summary.json, summary.md and the report's index.html for `rows`."""
     results = load_results(base / "results")
-    write_json(base / "summary.json", {"profile": profile, "notebooks": rows, "results": results})
+    setup = os.environ.get("CLIPDIFF_SETUP_SECONDS")  # set by tools/run_course.sh: the install step's time
+    write_json(base / "summary.json", {"profile": profile, "notebooks": rows, "results": results,
+                                       "finished": time.strftime("%Y-%m-%d %H:%M"), "threads": torch_threads(),
+                                       "setup_seconds": float(setup) if setup else None})
     lines = [f"# Course run, profile `{profile}`", "", "Open `index.html` in this folder for the report.", "",
              "| notebook | status | seconds | peak memory (MiB) | figures |", "|---|---|---|---|---|"]
     lines += [f"| {r['notebook']} | {r['status']} | {r['seconds']} | {_blank(r.get('peak_rss_mib'))} | "
@@ -303,6 +306,11 @@ def write_summary(base: Path, profile: str, rows: list[dict]) -> None:
             lines.append(f"| {key} | {entry['value']} | {ctx} |")
     write_text(base / "summary.md", "\n".join(lines) + "\n")
     write_index(base, profile, rows, results)
+
+
+def torch_threads() -> int:
+    """The threads each notebook kernel's torch uses (its default: the CPU cores, unless OMP_NUM_THREADS says)."""
+    return int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
 
 
 def _blank(v) -> str:

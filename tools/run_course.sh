@@ -12,5 +12,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 venv="${CLIPDIFF_VENV:-$root/.venv}"
+setup_start=$SECONDS
 bash tools/setup.sh
+export CLIPDIFF_SETUP_SECONDS=$((SECONDS - setup_start))  # reported in the summary (the README's timings)
 exec "$venv/bin/python" -m clipdiff_mini.course --profile "${1:-laptop}" "${@:2}"

@@ -1,0 +1,55 @@
+"""tools/readme_tables.py: the README's measured tables are written from a course run's report."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("readme_tables", ROOT / "tools" / "readme_tables.py")
+readme_tables = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(readme_tables)
+
+README = """intro
+<!-- generated: results (x) -->
+stale results
+<!-- end: results -->
+middle
+<!-- generated: timings (x) -->
+stale timings
+<!-- end: timings -->
+outro
+"""
+
+
+def _write(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def test_blocks_are_written_from_the_report_and_the_rest_is_kept(tmp_path):
+    _write(tmp_path / "laptop" / "summary.json", {
+        "profile": "laptop", "finished": "2026-12-03 06:00", "threads": 2, "setup_seconds": 80.0,
+        "notebooks": [{"notebook": "00_course_tour", "status": "ok", "seconds": 41.0, "peak_rss_mib": 512},
+                      {"notebook": "05_clip_diffusionlm", "status": "ok", "seconds": 600.0, "peak_rss_mib": 1331}]})
+    _write(tmp_path / "ci" / "summary.json", {"notebooks": [{"notebook": "00_course_tour", "seconds": 12.0}]})
+    _write(tmp_path / "laptop" / "results" / "08_three_captioners.json", {"updated": "2026-12-03 05:59", "results": {
+        "test table": {"value": [{"row": "most frequent caption", "scene_accuracy": 0.238, "object_recall": 0.0,
+                                  "repeated_object": 0.0, "well_formed": 1.0, "CIDEr": 0.09, "passes": 0.0,
+                                  "b64": None}]}}})
+    out = readme_tables.render(README, tmp_path)
+    assert out.startswith("intro\n") and "\nmiddle\n" in out and out.endswith("outro\n")
+    assert "stale" not in out
+    # numbers formatted by hand: 0.238 -> "0.238", 0 % repeats, 600 s = 10.0 min, 1331 MiB = 1.3 GiB, no speed -> "-"
+    assert "| most frequent caption | 0.238 | 0.000 | 0.0% | 1.000 | 0.09 | 0.0 | - |" in out
+    assert "| `05_clip_diffusionlm` | ok | 600 s (10.0 min) | 1.3 GiB | - |" in out
+    assert "| `00_course_tour` | ok | 41 s | 0.5 GiB | 12 s |" in out
+    assert "| install (`tools/setup.sh`) | ok | 80 s | - | - |" in out
+    assert "| all notebooks | | 721 s (12.0 min) |" in out  # 80 + 41 + 600
+
+
+def test_a_missing_report_leaves_the_block_and_the_readme_has_both_blocks(tmp_path):
+    assert readme_tables.render(README, tmp_path) == README
+    text = (ROOT / "README.md").read_text()
+    for name in ("results", "timings"):
+        assert f"<!-- generated: {name} " in text and f"<!-- end: {name} -->" in text
