@@ -373,6 +373,9 @@ for key, m in table.items():
         if not np.isnan(m[c]):
             log.add(f"test {c}: {key}", round(float(m[c]), 4))
 print(f"\nmost frequent training caption: {most_frequent_caption(data_d['train'])!r}")
+# the whole table, for the README's results table (tools/readme_tables.py)
+_ = log.add("test table", [{"row": key, **{c: (None if np.isnan(float(m[c])) else round(float(m[c]), 4))
+                                           for c in m if isinstance(m[c], (int, float))}} for key, m in table.items()])
 
 # %% [markdown]
 # ## 5. Infilling
