@@ -45,6 +45,12 @@ mention ``M`` states (omitted attributes are not constrained).
   blue square" says there is a blue square below *both* red circles.
   The count claims of X and Y are separate claims.
 * "on a dark background" claims the scene's background tone is dark.
+* The list names *different* objects: the singular mentions ("a/an", "the",
+  "one") that are not an end of a relation phrase must be given pairwise
+  distinct objects of their ``match`` sets, so "a red circle and a large red
+  circle" needs two red circles. Counted mentions ("two red circles") and a
+  bare count of the whole picture ("three shapes", "one shape") name no
+  object of their own, and relation ends may be objects the list names too.
 * A mention needs a determiner, number agreement ("two circle" is ill-formed)
   and at most one size and one colour. Anything that is not one of the
   phrases above is an *unparsed piece*; each unparsed piece counts as one
@@ -67,8 +73,10 @@ modes (shuffled so every image gets a mix):
 * **count** - the total ("three shapes"), optionally followed by a list.
 
 Any of them may end with the background phrase. Captions have at most
-``MAX_WORDS`` words. Every generated caption is judged true by the scorer;
-the tests check this on hundreds of scenes.
+``MAX_WORDS`` words. Every generated caption is judged true by the scorer,
+distinct referents included: every "a/the/one" mention of a list is written
+for an object no earlier mention of the list took. The tests check this on
+thousands of fresh scenes.
 """
 from __future__ import annotations
 

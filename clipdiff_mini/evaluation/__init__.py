@@ -3,7 +3,8 @@
 Modules:
 
 - ``metrics``         -- the COCO caption metrics (pycocoevalcap): BLEU, METEOR, ROUGE-L, CIDEr, SPICE
-- ``scene_judge``     -- scene accuracy: is every claim of a caption true of its picture? object recall
+- ``scene_judge``     -- scene accuracy: is every claim of a caption true of its picture, its list naming
+                         distinct objects? object recall
 - ``caption_perturb`` -- wrong captions that look right (one-word edits), to test the metrics
 """
 from clipdiff_mini.evaluation.caption_perturb import NoPerturbation, perturb_caption, random_words, shuffle_words
