@@ -31,6 +31,8 @@ SCENE = {"background": {"tone": "dark", "rgb": [50, 50, 50], "gradient": [0.0, 0
     ("two red circles", ["wrong count"]),
     ("a red red circle", ["repeated word"]),
     ("a small red circle and a small red circle", ["repeated object"]),  # true of the scene, one object twice
+    ("a red circle and a small red circle", ["repeated object"]),       # a near-repeat: the same one circle
+    ("a red circle left of a blue square and a red circle", []),         # a list may restate a relation's end
     ("red of the and", ["no object named", "not well formed"]),
     ("a red circle on a light background", ["wrong background"]),
     ("a red circle right of the blue square", ["wrong relation"]),
@@ -109,18 +111,24 @@ def test_from_features_picks_the_grid_and_encodes_captions(grid, shape):
         from_features("val", split, {**feats, "text": feats["text"][:-1]}, tok, 24, grid)
 
 
-def test_distinct_scene_accuracy_counts_an_object_named_twice_as_false():
+def test_scene_accuracy_counts_an_object_named_twice_as_false():
     split = load_split(get_config("ci"), "val", progress=False).subset(20)
     refs = {k: v[0] for k, v in split.references().items()}
     base = evaluate_captions(refs, split, coco=False)
-    assert base["scene_accuracy"] == base["scene_accuracy_distinct"] == 1.0  # references never repeat an object
-    k = next(iter(refs))
-    obj = split.scenes()[k]["objects"][0]
+    assert base["scene_accuracy"] == 1.0 and base["repeated_object"] == 0.0  # references never repeat an object
+    assert "scene_accuracy_distinct" not in base
+
+    def looks(o):
+        return o["colour"], o["shape"]
+
+    # a picture with an object whose colour and shape no other object of it has
+    k, obj = next((k, o) for k, sc in split.scenes().items() for o in sc["objects"]
+                  if [looks(p) for p in sc["objects"]].count(looks(o)) == 1)
     doubled = dict(refs)
     doubled[k] = f"a {obj['colour']} {obj['shape']} and a {obj['colour']} {obj['shape']}"
     got = evaluate_captions(doubled, split, coco=False)
-    assert got["scene_accuracy"] == 1.0  # each mention alone is true
-    assert got["scene_accuracy_distinct"] == pytest.approx(1 - 1 / 20)
+    assert got["scene_accuracy"] == pytest.approx(1 - 1 / 20)  # each mention alone is true, not both
+    assert got["repeated_object"] == pytest.approx(1 / 20)
 
 
 def test_plot_errors_draws_one_bar_per_kind_and_per_scene_size():

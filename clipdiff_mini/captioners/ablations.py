@@ -250,15 +250,15 @@ def _read_done(path) -> dict[str, dict]:
 
 def format_table(table: str, results: list[dict[str, Any]]) -> str:
     """A markdown table of the rows (numbers on val)."""
-    head = (f"| row | section | scene acc. | strict | object recall | well formed | BLEU-4 | CIDEr | METEOR | "
+    head = (f"| row | section | scene acc. | object recall | repeated obj. | well formed | BLEU-4 | CIDEr | METEOR | "
             f"ROUGE-L | passes | steps | train s | paper ({PAPER_METRIC[table]}) |")
     lines = [head, "|" + "---|" * 14]
     for r in results:
         def f(k, d=3):
             v = r.get(k)
             return "" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
-        lines.append(f"| {r['row']} | {r['section']} | {f('scene_accuracy')} | {f('scene_accuracy_distinct')} | "
-                     f"{f('object_recall')} | {f('well_formed')} | {f('BLEU-4')} | {f('CIDEr')} | {f('METEOR')} | "
+        lines.append(f"| {r['row']} | {r['section']} | {f('scene_accuracy')} | {f('object_recall')} | "
+                     f"{f('repeated_object')} | {f('well_formed')} | {f('BLEU-4')} | {f('CIDEr')} | {f('METEOR')} | "
                      f"{f('ROUGE-L')} | {r.get('passes', '')} | {r.get('steps', '')} | {f('train_seconds', 0)} | "
                      f"{r.get('paper', '')} |")
     return "\n".join(lines) + "\n"

@@ -313,10 +313,10 @@ table = {name: evaluate_captions(preds, test, scorer=scorer) for name, preds in 
 refs_first = {k: v[0] for k, v in test.references().items()}
 table["a held-out reference"] = evaluate_captions(refs_first, test, scorer=scorer)
 print(f"most frequent training caption: {most_frequent_caption(train)!r}")
-TEST_KEYS = ("scene_accuracy", "scene_accuracy_distinct", "object_recall", "well_formed", "CIDEr", "BLEU-4", "METEOR",
+TEST_KEYS = ("scene_accuracy", "object_recall", "repeated_object", "well_formed", "CIDEr", "BLEU-4", "METEOR",
              "ROUGE-L")
-print(f"{'':26s}" + "".join(f"{k:>15s}" for k in ("scene acc.", "strict", "object recall", "well formed", "CIDEr",
-                                                    "BLEU-4", "METEOR", "ROUGE-L")))
+print(f"{'':26s}" + "".join(f"{k:>15s}" for k in ("scene acc.", "object recall", "repeated obj.", "well formed",
+                                                    "CIDEr", "BLEU-4", "METEOR", "ROUGE-L")))
 for name, m in table.items():
     print(f"{name:26s}" + "".join(f"{m[k]:15.3f}" for k in TEST_KEYS))
 ms = 1000 * sample_seconds / len(test)

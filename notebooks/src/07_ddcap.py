@@ -254,10 +254,10 @@ rows = {
 table = {name: evaluate_captions(preds, test, scorer=scorer) for name, preds in rows.items()}
 table["a held-out reference"] = evaluate_captions({k: v[0] for k, v in test.references().items()}, test,
                                                   scorer=scorer)
-keys = ("scene_accuracy", "scene_accuracy_distinct", "object_recall", "well_formed", "CIDEr", "BLEU-4", "METEOR",
+keys = ("scene_accuracy", "object_recall", "repeated_object", "well_formed", "CIDEr", "BLEU-4", "METEOR",
         "ROUGE-L")
 print(f"most frequent training caption: {most_frequent_caption(train)!r}")
-print(f"{'':26s}" + "".join(f"{k:>15s}" for k in ("scene acc.", "distinct objs", "object recall", "well formed",
+print(f"{'':26s}" + "".join(f"{k:>15s}" for k in ("scene acc.", "object recall", "repeated obj.", "well formed",
                                                     "CIDEr", "BLEU-4", "METEOR", "ROUGE-L")))
 for name, m in table.items():
     print(f"{name:26s}" + "".join(f"{m[k]:15.3f}" for k in keys))
