@@ -171,6 +171,27 @@ assert ref_truth["caption_all_true"] == 1.0
 log.add("val references all true", ref_truth["caption_all_true"])
 
 # %% [markdown]
+# A caption's list must also name *different* objects: "a red circle and a
+# red circle" says there are two. Judged claim by claim (the *lenient*
+# verdict, `lenient_all_true`), a caption that repeats the one object it is
+# sure of would pass, and a captioner could raise its score by repeating
+# itself. Scene accuracy gives each "a/the/one" mention of the list its own
+# object (a matching); a count ("three shapes") and the ends of a relation
+# may name objects the list names too.
+
+# %%
+rec_r, obj = next((r, o) for r in val.records for o in r.scene["objects"]
+                  if sum((p["size"], p["colour"], p["shape"]) == (o["size"], o["colour"], o["shape"])
+                         for p in r.scene["objects"]) == 1)  # an object no other object of its picture looks like
+name = f"a {obj['size']} {obj['colour']} {obj['shape']}"
+repeated = judge_caption(f"{name}, {name} and {name}", rec_r.scene)
+print(describe(rec_r.scene))
+print()
+print(repeated.table())
+print(f"\nlenient verdict (each claim alone): {repeated.lenient_all_true}; scene accuracy's verdict: {repeated.all_true}")
+assert repeated.lenient_all_true and not repeated.all_true
+
+# %% [markdown]
 # ### Numbers
 #
 # How many objects a picture holds, how long the captions are, and which
