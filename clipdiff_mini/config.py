@@ -40,6 +40,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "diffusion.rounding_on": ("x0", "prediction"),
     "captioner.lr_schedule": ("constant", "linear", "cosine"),
     "captioner.grid": ("fine", "coarse", "none"),
+    "captioner.teacher_grid": ("fine", "coarse", "none"),
+    "captioner.targets": ("references", "autoregressive"),
     "continuous.fusion": ("concat", "add"),
     "continuous.schedule": ("linear", "cosine", "sqrt"),
     "continuous.target": ("x0", "x_t-n"),
@@ -172,6 +174,10 @@ class CaptionerConfig:
     eval_images: int = 200  # validation pictures captioned at each check
     checkpoint_every: int = 250  # steps between resumable snapshots
     grad_accum: int = 1  # micro-batches per step and process (same global batch_size; for memory)
+    targets: str = "references"  # what the diffusion captioners learn to write: the five "references" per
+    # picture, or "autoregressive": the autoregressive decoder's greedy caption of each training picture
+    # (sequence-level distillation, captioners/distillation.py; a second model is trained first)
+    teacher_grid: str = "fine"  # the CLIP grid the autoregressive teacher reads (prefix tokens)
 
 
 @dataclass

@@ -321,12 +321,15 @@ def train_ddcap(cfg, data, *, progress: bool = True, resume: bool = True, name: 
     Returns (model, training record) (see `clipdiff_mini.captioners.training.train_captioner`)."""
     from dataclasses import asdict
 
+    from clipdiff_mini.captioners.distillation import with_training_targets
     from clipdiff_mini.captioners.training import architecture, train_captioner
 
+    data, teacher = with_training_targets(cfg, data, progress=progress)
     torch.manual_seed(cfg.seed)
     model = build_ddcap_captioner(cfg, data["train"])
     record = train_captioner(model, data["train"], data["val"], cfg, name=name,
                              caption_fn=ddcap_caption_fn(data["train"].tokenizer),
-                             key_extra={"ddcap": asdict(cfg.ddcap), "architecture": architecture(model)}, progress=progress, resume=resume,
+                             key_extra={"ddcap": asdict(cfg.ddcap), "architecture": architecture(model), **teacher},
+                             progress=progress, resume=resume,
                              meta={"model": "ddcap"})
     return model, record

@@ -1,0 +1,101 @@
+"""Sequence-level knowledge distillation: a parallel captioner trained on a teacher's captions.
+
+Why (notebook 07): each training picture has five references that differ in word order, wording and
+which objects they name. A model that predicts every position at once learns, at each position, a
+*mixture* of those templates; decoded position by position, the most salient phrase can win at
+several positions (a repeated object) while another object is never named. This is the
+multi-modality problem of non-autoregressive generation (Gu et al. 2018). Its standard remedy
+(Kim and Rush 2016; Zhou, Gu and Neubig 2020) is to train on an autoregressive teacher's output
+instead: one caption per picture, decoded greedily, so each input has one mode.
+
+``captioner.targets = "autoregressive"`` switches it on for DDCap and CLIP-DiffusionLM. The teacher
+is the course's autoregressive decoder (notebook 08) of the same width and depth, reading the CLIP
+grid ``captioner.teacher_grid`` as prefix tokens; it is trained first when its checkpoint does not
+exist (the same checkpoint notebook 08 trains and loads), and its captions of the training pictures
+are cached beside its checkpoint. Validation and test still score against the scenes and references:
+distillation changes only what the student is trained to write. A row trained this way is reported
+as "with an autoregressive teacher": it uses a second model.
+
+    data = with_training_targets(cfg, data)   # data["train"] holds the teacher's captions when asked
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Mapping
+
+import torch
+
+from clipdiff_mini.atomic_io import write_json
+from clipdiff_mini.captioners.features import SplitFeatures
+
+TARGETS = ("references", "autoregressive")
+
+
+def distilled_split(split: SplitFeatures, captions: Mapping[int, str]) -> SplitFeatures:
+    """`split` with one training caption per picture, `captions[image_id]`, in place of its references.
+
+    The pictures, their features and the tokenizer are unchanged; ``ids`` (N, L) holds the captions in
+    picture order and ``owner`` is 0..N-1. ``text`` (the CLIP text features of the references, which
+    only CLIP-DiffusionLM's ``text_feature`` switch reads) is zero: the teacher's captions have none."""
+    ids_order = split.image_ids
+    missing = [i for i in ids_order if i not in captions]
+    if missing:
+        raise ValueError(f"no teacher caption for {len(missing)} of the {len(ids_order)} pictures "
+                         f"(first: image {missing[0]}); caption every picture of the split")
+    texts = [captions[i] for i in ids_order]
+    ids = split.tokenizer.batch_encode(texts, max_len=split.ids.shape[1])  # (N, L)
+    owner = torch.arange(len(ids_order))  # (N,)
+    text = torch.zeros(len(ids_order), split.text.shape[1], dtype=split.text.dtype)  # (N, D)
+    return SplitFeatures(split.name, split.split, split.image, split.grid, text, ids, owner, split.tokenizer)
+
+
+def teacher_config(cfg):
+    """The teacher's config: the student's sizes and optimiser, trained on the references, reading
+    ``captioner.teacher_grid``."""
+    return cfg.replace({"captioner.targets": "references", "captioner.grid": cfg.captioner.teacher_grid})
+
+
+def teacher_captions(cfg, *, progress: bool = True) -> dict[str, Any]:
+    """The autoregressive teacher's greedy captions of the training pictures of `cfg`'s data.
+
+    Returns {"captions": {image id: caption}, "key": the teacher's run key, "val": its best validation
+    scores, "seconds": time spent here}. Trains the teacher when its checkpoint is missing; the
+    captions are cached (atomically) beside the checkpoint and reused while it is unchanged."""
+    from clipdiff_mini.captioners.autoregressive import ar_caption_fn, train_autoregressive
+    from clipdiff_mini.captioners.evaluate import generate_captions
+    from clipdiff_mini.captioners.features import load_captioning_data
+
+    t0 = time.perf_counter()
+    tcfg = teacher_config(cfg)
+    tdata = load_captioning_data(tcfg, progress=progress)
+    model, record = train_autoregressive(tcfg, tdata, progress=progress)
+    cache = record["path"].with_name(record["path"].stem + ".train-captions.json")
+    stamp = {"key": record["key"], "step": record["best"]["step"], "n": len(tdata["train"])}
+    if cache.is_file():
+        stored = json.loads(cache.read_text())
+        if stored.get("stamp") == stamp:
+            captions = {int(k): v for k, v in stored["captions"].items()}
+            return {"captions": captions, "key": record["key"], "val": record["best"],
+                    "seconds": time.perf_counter() - t0}
+    model.eval()
+    captions = generate_captions(model, ar_caption_fn(tdata["train"].tokenizer), tdata["train"])
+    write_json(cache, {"stamp": stamp, "captions": {str(k): v for k, v in captions.items()}})
+    return {"captions": captions, "key": record["key"], "val": record["best"], "seconds": time.perf_counter() - t0}
+
+
+def with_training_targets(cfg, data: dict[str, SplitFeatures], *, progress: bool = True
+                          ) -> tuple[dict[str, SplitFeatures], dict[str, Any]]:
+    """`data` with the training split `captioner.targets` asks for, and what a run key must hold of it
+    ({} for the references; {"teacher": the teacher's run key} for distillation)."""
+    targets = cfg.captioner.targets
+    if targets == "references":
+        return data, {}
+    if targets != "autoregressive":
+        raise ValueError(f"captioner.targets={targets!r}; allowed: {', '.join(map(repr, TARGETS))}")
+    teacher = teacher_captions(cfg, progress=progress)
+    if progress:
+        print(f"[distill] training on the autoregressive teacher's captions of {len(teacher['captions'])} pictures "
+              f"(teacher {teacher['key']}, val scene accuracy {teacher['val'].get('scene_accuracy', float('nan')):.3f}; "
+              f"{teacher['seconds']:.0f} s)")
+    return {**data, "train": distilled_split(data["train"], teacher["captions"])}, {"teacher": teacher["key"]}

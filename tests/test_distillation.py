@@ -1,0 +1,101 @@
+"""Sequence-level distillation (captioners/distillation.py): the student's training split holds the
+teacher's captions, one per picture, and a distilled run is another run than one on the references."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from clipdiff_mini.captioners import distillation as dist
+from clipdiff_mini.captioners.features import load_captioning_data
+from clipdiff_mini.captioners.training import make_batch
+from clipdiff_mini.config import get_config
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY = {"captioner.width": 16, "captioner.layers": 1, "captioner.heads": 2, "captioner.batch_size": 8,
+        "captioner.eval_images": 10, "captioner.train_steps": 4, "captioner.eval_every": 2,
+        "captioner.warmup_steps": 1, "continuous.embed_dim": 8, "continuous.timesteps": 50,
+        "continuous.sample_steps": 2}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("distill")
+    cfg = get_config("ci", {**TINY, "paths.checkpoint_dir": str(out)})
+    return cfg, load_captioning_data(cfg, progress=False)
+
+
+def _by_hand(tokenizer, caption: str, length: int) -> list[int]:
+    """[BOS] w.. [EOS] [PAD].. looked up word by word in the vocabulary (no tokenizer call)."""
+    stoi = {w: i for i, w in enumerate(tokenizer.itos)}
+    ids = [tokenizer.bos_id] + [stoi[w] for w in caption.split()] + [tokenizer.eos_id]
+    return ids + [tokenizer.pad_id] * (length - len(ids))
+
+
+def test_distilled_split_holds_one_teacher_caption_per_picture(tiny):
+    _, data = tiny
+    train = data["train"]
+    words = ["a red circle", "two blue squares", "a small green cross"]
+    captions = {i: words[k % 3] for k, i in enumerate(train.image_ids)}
+    d = dist.distilled_split(train, captions)
+    L = train.ids.shape[1]
+    assert d.ids.shape == (len(train), L) and torch.equal(d.owner, torch.arange(len(train)))
+    for row in (0, 1, 2, len(train) - 1):
+        assert d.ids[row].tolist() == _by_hand(train.tokenizer, captions[train.image_ids[row]], L)
+    assert torch.equal(d.image, train.image) and torch.equal(d.grid, train.grid)
+    # a training batch of the student pairs each picture with its teacher caption
+    batch = make_batch(d, torch.tensor([4, 1]), "cpu")
+    assert torch.equal(batch["image"], train.image[[4, 1]])
+    assert batch["ids"][0].tolist() == _by_hand(train.tokenizer, captions[train.image_ids[4]], L)
+    with pytest.raises(ValueError, match="no teacher caption"):
+        dist.distilled_split(train, {i: "a red circle" for i in train.image_ids[1:]})
+
+
+def test_references_leave_the_data_alone(tiny):
+    cfg, data = tiny
+    same, extra = dist.with_training_targets(cfg, data, progress=False)
+    assert same is data and extra == {}
+
+
+def test_teacher_captions_are_the_teachers_and_cached(tiny, monkeypatch):
+    cfg, data = tiny
+    student = cfg.replace({"captioner.targets": "autoregressive", "captioner.teacher_grid": "fine"})
+    out = dist.teacher_captions(student, progress=False)
+    train = data["train"]
+    assert sorted(out["captions"]) == sorted(train.image_ids)
+    # the teacher is the autoregressive decoder trained on the references with the teacher's grid: its
+    # checkpoint loads back, and its own greedy captions of a few pictures are the ones handed to the student
+    from clipdiff_mini.captioners.checkpoints import load_trained
+
+    ckpts = sorted(p for p in (cfg.path("checkpoint_dir") / "captioners").glob("*autoregressive*.pt"))
+    assert len(ckpts) == 1
+    teacher = load_trained(ckpts[0])
+    assert teacher.cfg.captioner.grid == "fine" and teacher.cfg.captioner.targets == "references"
+    tdata = load_captioning_data(dist.teacher_config(student), progress=False)
+    rows = torch.arange(5)
+    got = teacher.model.sample(tdata["train"].condition(rows))["ids"]
+    for r, ids in zip(rows.tolist(), got):
+        assert out["captions"][train.image_ids[r]] == train.tokenizer.decode(ids)
+    cache = ckpts[0].with_name(ckpts[0].stem + ".train-captions.json")
+    assert json.loads(cache.read_text())["stamp"]["key"] == out["key"]
+
+    # the second call reads the cache: captioning again would fail here
+    import clipdiff_mini.captioners.evaluate as ev
+
+    monkeypatch.setattr(ev, "generate_captions", lambda *a, **k: pytest.fail("captioned again"))
+    again = dist.teacher_captions(student, progress=False)
+    assert again["captions"] == out["captions"] and again["key"] == out["key"]
+
+
+def test_a_distilled_student_is_another_run(tiny):
+    from clipdiff_mini.captioners.ddcap import train_ddcap
+
+    cfg, data = tiny
+    _, plain = train_ddcap(cfg, data, progress=False)
+    student = cfg.replace({"captioner.targets": "autoregressive"})
+    _, distilled = train_ddcap(student, data, progress=False)
+    assert distilled["key"] != plain["key"]
+    ckpt = torch.load(distilled["path"], map_location="cpu", weights_only=False)
+    assert "teacher" in ckpt["run"] and ckpt["run"]["captioner"]["targets"] == "autoregressive"
