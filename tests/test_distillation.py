@@ -99,3 +99,21 @@ def test_a_distilled_student_is_another_run(tiny):
     assert distilled["key"] != plain["key"]
     ckpt = torch.load(distilled["path"], map_location="cpu", weights_only=False)
     assert "teacher" in ckpt["run"] and ckpt["run"]["captioner"]["targets"] == "autoregressive"
+
+
+def test_reference_disagreement_by_hand():
+    # picture 0: three references that differ at position 2 only; picture 1: two identical references;
+    # picture 2: a single caption (left out). Positions: 0 1 2 3
+    ids = torch.tensor([[1, 5, 6, 0], [1, 5, 7, 0], [1, 5, 6, 0],
+                        [1, 8, 9, 2], [1, 8, 9, 2],
+                        [1, 3, 3, 3]])
+    owner = torch.tensor([0, 0, 0, 1, 1, 2])
+    got = dist.reference_disagreement(ids, owner)
+    assert got.tolist() == [0.0, 0.0, 0.5, 0.0]  # one of the two pictures disagrees at position 2
+
+
+def test_length_canvas_by_hand():
+    from clipdiff_mini.captioners.length import length_canvas
+
+    got = length_canvas(torch.tensor([2, 4, 0]), 5, mask_id=9, pad_id=0)
+    assert got.tolist() == [[9, 9, 0, 0, 0], [9, 9, 9, 9, 0], [0, 0, 0, 0, 0]]

@@ -99,3 +99,25 @@ def with_training_targets(cfg, data: dict[str, SplitFeatures], *, progress: bool
               f"(teacher {teacher['key']}, val scene accuracy {teacher['val'].get('scene_accuracy', float('nan')):.3f}; "
               f"{teacher['seconds']:.0f} s)")
     return {**data, "train": distilled_split(data["train"], teacher["captions"])}, {"teacher": teacher["key"]}
+
+
+def reference_disagreement(ids: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+    """(L,): at each position, the fraction of pictures whose references do not all hold the same token
+    there (padding included, so references of different lengths disagree where one has ended).
+
+    `ids` (M, L) caption rows and `owner` (M,) their picture, as in `SplitFeatures`; pictures with a single
+    caption are left out. This is what a position-wise model is asked to fit: where the references of one
+    picture disagree, its target at that position is a mixture (the multi-modality of notebook 07)."""
+    n_pic = int(owner.max()) + 1
+    first = torch.full((n_pic, ids.shape[1]), -1, dtype=ids.dtype)  # (N, L) the first reference's tokens
+    seen = torch.zeros(n_pic, dtype=torch.long)
+    differs = torch.zeros(n_pic, ids.shape[1], dtype=torch.bool)  # (N, L)
+    for row in range(ids.shape[0]):  # M is at most a few tens of thousands: a plain loop is clear and fast enough
+        p = int(owner[row])
+        if seen[p] == 0:
+            first[p] = ids[row]
+        else:
+            differs[p] |= ids[row] != first[p]
+        seen[p] += 1
+    keep = seen > 1
+    return differs[keep].float().mean(0)

@@ -46,3 +46,11 @@ class LengthHead(nn.Sequential):
         """(B, k') the k' = min(k, L - 1) most likely lengths of each picture, most likely first."""
         logits = self.allowed_logits(image)
         return logits.topk(min(k, logits.shape[1] - 2), -1).indices
+
+
+def length_canvas(lengths: Tensor, max_len: int, mask_id: int, pad_id: int) -> Tensor:
+    """The starting canvas (B, L) of a masked sampler for given lengths n (B,): n [MASK]s, then [PAD]s.
+    With the lengths of reference captions it is the *oracle length* of notebook 07's diagnosis: what the
+    captioner writes when the length is not its problem (``sample(cond, init_ids=canvas)``)."""
+    pos = torch.arange(max_len, device=lengths.device)[None]  # (1, L)
+    return torch.where(pos < lengths[:, None], mask_id, pad_id).long()  # (B, L)
