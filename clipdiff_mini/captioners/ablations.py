@@ -119,6 +119,9 @@ RECIPE_ROWS: tuple[Row, ...] = (
     Row("+ length beam 5", "recipe", _R3, {**_FEEDBACK5, "continuous.length_beam": 5}, note="25 passes"),
     Row("+ length beam 5, 10 passes", "recipe", _R3, {"continuous.sampler": "feedback", "continuous.sample_steps": 10,
                                                        "continuous.length_beam": 5}, note="50 passes"),
+    Row("+ AR teacher, length beam 5", "recipe", {**_R3, "captioner.targets": "autoregressive"},
+        {**_FEEDBACK5, "continuous.length_beam": 5},
+        note="with an autoregressive teacher: trained on its captions (sequence-level distillation)"),
 )
 
 # DDCap's Table 1 (the note's ablation, COCO val, no image-free training unless stated). Rows that differ
@@ -143,6 +146,8 @@ DDCAP_ROWS: tuple[Row, ...] = (
     Row("g, pooled only", "course", {**_G, "captioner.grid": "none"}, _G_SAMPLE, note="no spatial grid"),
     Row("g, 2x2 grid", "course", {**_G, "captioner.grid": "coarse"}, _G_SAMPLE, note="the CLIP's last stage"),
     Row("g, 1/t weights", "course", {**_G, "ddcap.loss_weighting": "elbo"}, _G_SAMPLE, note="MDLM's bound"),
+    Row("g, AR teacher", "course", {**_G, "captioner.targets": "autoregressive"}, _G_SAMPLE,
+        note="with an autoregressive teacher: trained on its captions (sequence-level distillation)"),
 )
 
 TABLES = {"clip_diffusionlm": CLIP_DIFFUSIONLM_ROWS, "clip_diffusionlm_budget": BUDGET_ROWS,
