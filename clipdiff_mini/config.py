@@ -200,7 +200,7 @@ class ContinuousConfig:
     certainty_weight: float = 0.3  # paper 5.2: lambda on the rounding ("certainty") cross-entropy
     adaptive_certainty: bool = False  # paper 5.2/conclusion: lambda rescaled by the adaptive ratio of notebook 03
     cond_dropout: float = 0.1  # paper 5.3: probability of training without the image (classifier-free guidance)
-    guidance_scale: float = 1.0  # sampling: uncond + s (cond - uncond); 1 = the conditional model alone
+    guidance_scale: float = 1.0  # sampling only: uncond + s (cond - uncond); 1 = the conditional model alone
     target: str = "x0"  # paper 5.5: predict "x0" or "x_t-n" (a DDIM jump n steps down)
     target_n: int = 100
     timestep_input: bool = True  # the paper's denoiser has no timestep input
@@ -209,15 +209,15 @@ class ContinuousConfig:
     timesteps: int = 1000
     t_min_frac: float = 0.15  # train on t >= t_min_frac * T only (a truncated schedule: below ~0.2 T rounding x_t
     # alone recovers the caption, notebook 05 section 2)
-    sampler: str = "feedback"  # "feedback" (paper 5.6: feed x0 back, no re-noising), "renoise" (x0 estimate
+    sampler: str = "feedback"  # sampling only: "feedback" (paper 5.6: feed x0 back, no re-noising), "renoise" (x0 estimate
     # noised afresh to the next level: what the network saw in training), "ddim", "ddpm"
-    sample_steps: int = 10  # feedback passes (paper: 5), renoise or DDIM steps
+    sample_steps: int = 10  # sampling only: feedback passes (paper: 5), renoise or DDIM steps
     length_prediction: bool = True  # DDCap's length head on the pooled CLIP feature; the sampler then gives
     # [EOS] and the [PAD]s after it as clean word vectors and denoises only the caption's own positions
-    length_choice: str = "argmax"  # "argmax" or "sample" the predicted length distribution
-    length_beam: int = 5  # sampling: denoise the k most likely lengths, keep the most probable caption (Mask-Predict)
-    clamp: bool = False  # snap x0 to the nearest word vector at every step (Diffusion-LM)
-    drop_repeats: bool = True  # the paper removes consecutive repeated words after rounding
+    length_choice: str = "argmax"  # sampling only: "argmax" or "sample" the predicted length distribution
+    length_beam: int = 5  # sampling only: denoise the k most likely lengths, keep the most probable caption (Mask-Predict)
+    clamp: bool = False  # sampling only: snap x0 to the nearest word vector at every step (Diffusion-LM)
+    drop_repeats: bool = True  # sampling only: the paper removes consecutive repeated words after rounding
 
 
 @dataclass
@@ -230,13 +230,13 @@ class DDCapConfig:
     loss_weighting: str = "uniform"  # "uniform": DDCap's plain cross-entropy on masked tokens; "elbo": 1/t (MDLM)
     timestep_input: bool = True  # t through adaptive LayerNorm (DDCap); masked diffusion also works without
     length_prediction: bool = True  # Table 1: an MLP on the pooled CLIP feature picks the caption length
-    length_choice: str = "argmax"  # "argmax" or "sample" the predicted length distribution
+    length_choice: str = "argmax"  # sampling only: "argmax" or "sample" the predicted length distribution
     concentrated_mask: bool = True  # Table 1 (CAM): no token attends to a [MASK] other than itself
-    order: str = "best_first"  # Table 1: "best_first" (most confident first) or "random" (ancestral, by the schedule)
-    tokens_per_step: int = 1  # best-first: tokens committed per network call (DDCap's code: 1)
-    sample_tokens: bool = False  # best-first: draw the committed token instead of its argmax
+    order: str = "best_first"  # sampling only: Table 1: "best_first" (most confident first) or "random" (ancestral, by the schedule)
+    tokens_per_step: int = 1  # sampling only: best-first: tokens committed per network call (DDCap's code: 1)
+    sample_tokens: bool = False  # sampling only: best-first: draw the committed token instead of its argmax
     image_free_p: float = 0.2  # Table 1: probability of training with the learned null image (0 = off)
-    guidance_scale: float = 1.17  # sampling: log p_null + s (log p_image - log p_null); 1 = the conditional model
+    guidance_scale: float = 1.17  # sampling only: log p_null + s (log p_image - log p_null); 1 = the conditional model
 
 
 @dataclass
@@ -247,10 +247,10 @@ class AutoregressiveConfig:
     conditioning: str = "prefix"  # "prefix": CLIP tokens in front of the caption (ClipCap); "cross": every
     # block cross-attends to them (the original transformer decoder)
     prefix_length: int = 1  # tokens the pooled CLIP vector is mapped to (ClipCap: 10); grid tokens come on top
-    beam: int = 1  # hypotheses kept per picture while decoding; 1 = greedy
-    length_penalty: float = 0.0  # beam: the final pick maximises log p / n^length_penalty (n = words + [EOS]);
+    beam: int = 1  # sampling only: hypotheses kept per picture while decoding; 1 = greedy
+    length_penalty: float = 0.0  # sampling only: beam: the final pick maximises log p / n^length_penalty (n = words + [EOS]);
     # 0 = the most probable caption, 1 = the best mean log-prob per token (longer captions)
-    use_cache: bool = True  # key-value cache: each step feeds only the newest token (False: the whole caption
+    use_cache: bool = True  # sampling only: key-value cache: each step feeds only the newest token (False: the whole caption
     # so far again at every step; the same captions, slower; for the speed comparison)
 
 

@@ -422,3 +422,32 @@ def test_a_plateau_stops_the_run_at_the_same_step_whether_or_not_it_was_cut_off(
         same_weights(model.state_dict(), whole_model.state_dict())
     _, again = run(tmp_path / "whole.pt")
     assert again["steps"] == 6 and again["history"]["loss"] == whole["history"]["loss"]
+
+
+# ---- sampling-only switches never retrain -----------------------------------------------------
+SAMPLING_CHANGE = {"clip_diffusionlm": {"continuous.guidance_scale": 2.0, "continuous.sample_steps": 3},
+                   "ddcap": {"ddcap.guidance_scale": 2.0, "ddcap.tokens_per_step": 2, "ddcap.order": "random"},
+                   "autoregressive": {"autoregressive.beam": 2}}
+TRAINING_CHANGE = {"clip_diffusionlm": {"continuous.cond_dropout": 0.2}, "ddcap": {"ddcap.image_free_p": 0.1},
+                   "autoregressive": {"autoregressive.prefix_length": 2}}
+
+
+@pytest.mark.parametrize("name", sorted(CAPTIONERS))
+def test_a_sampling_only_change_reuses_the_checkpoint_and_a_training_change_does_not(name, tmp_path, ci_data):
+    from clipdiff_mini.captioners.checkpoints import SAMPLING_ONLY
+
+    base = {"captioner.train_steps": 4, "captioner.eval_every": 4, "paths.checkpoint_dir": str(tmp_path)}
+    first = quiet(name, tiny_cfg(**base), data=ci_data)
+    assert not first["record"]["resumed"]
+    sampled = quiet(name, tiny_cfg(**base, **SAMPLING_CHANGE[name]), data=ci_data)
+    assert sampled["record"]["resumed"] and sampled["path"] == first["path"]  # loaded, not trained again
+    same_weights(sampled["model"].state_dict(), first["model"].state_dict())
+    retrained = quiet(name, tiny_cfg(**base, **TRAINING_CHANGE[name]), data=ci_data)
+    assert not retrained["record"]["resumed"] and retrained["path"] != first["path"]
+    # every field named sampling-only exists in its section and is marked so in the config's comments
+    section = CAPTIONERS[name].section
+    cfg_source = (ROOT / "clipdiff_mini" / "config.py").read_text()
+    for field in SAMPLING_ONLY[section]:
+        assert hasattr(getattr(tiny_cfg(), section), field)
+    marked = cfg_source.count("# sampling only:")
+    assert marked == sum(len(v) for v in SAMPLING_ONLY.values())

@@ -376,8 +376,7 @@ def train_autoregressive(cfg, data, *, progress: bool = True, resume: bool = Tru
     with the configured decoding). Returns (model, training record) (see `training.train_captioner`)."""
     torch.manual_seed(cfg.seed)
     model = build_ar_captioner(cfg, data["train"])
-    run = asdict(cfg.autoregressive)
-    run.pop("use_cache")  # changes the speed only, never the captions: the same run
+    run = asdict(cfg.autoregressive)  # its sampling-only settings (beam, cache) are left out of the run key
     record = train_captioner(model, data["train"], data["val"], cfg, name=name,
                              caption_fn=ar_caption_fn(data["train"].tokenizer),
                              key_extra={"autoregressive": run, "architecture": architecture(model)}, progress=progress, resume=resume,

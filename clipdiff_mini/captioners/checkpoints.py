@@ -99,6 +99,20 @@ def tokenizer_differences(stored: dict[str, Any] | None, tok) -> list[str]:
 # ---- comparing runs -------------------------------------------------------------------------
 # Settings that do not change what is learned; left out of a run's identity.
 _NOT_IDENTITY = ("eval_images", "checkpoint_every")
+# Settings that only change how a trained model samples (the config marks them "sampling only"): left out of
+# a run's identity, so changing one resamples in seconds and never retrains for minutes. (The validation
+# checks during training sample with the values of the run that trained the model.)
+SAMPLING_ONLY: dict[str, tuple[str, ...]] = {
+    "continuous": ("guidance_scale", "sampler", "sample_steps", "length_choice", "length_beam", "clamp",
+                   "drop_repeats"),
+    "ddcap": ("order", "tokens_per_step", "sample_tokens", "guidance_scale", "length_choice"),
+    "autoregressive": ("beam", "length_penalty", "use_cache"),
+}
+
+
+def training_settings(section: str, values: dict[str, Any]) -> dict[str, Any]:
+    """A model section's settings less its sampling-only ones: what decides the trained weights."""
+    return {k: v for k, v in values.items() if k not in SAMPLING_ONLY.get(section, ())}
 # Settings added after checkpoints existed: left out of the identity at their default value, so that
 # checkpoints written before they existed keep their key (and still resume).
 _NEUTRAL_DEFAULTS = {"captioner": {"grad_accum": 1}}
@@ -109,6 +123,9 @@ def run_identity(cfg, name: str, extra: dict | None = None) -> dict[str, Any]:
     `extra` (the model's own config section, e.g. ``{"continuous": asdict(cfg.continuous)}``)."""
     keep = {"name": name, "seed": cfg.seed, "captioner": asdict(cfg.captioner), "data": asdict(cfg.data),
             "clip": asdict(cfg.clip), **(extra or {})}
+    for section in SAMPLING_ONLY:
+        if isinstance(keep.get(section), dict):
+            keep[section] = training_settings(section, keep[section])
     for k in _NOT_IDENTITY:
         keep["captioner"].pop(k, None)
     for section, defaults in _NEUTRAL_DEFAULTS.items():
@@ -122,7 +139,7 @@ def config_identity(config: dict[str, Any], section: str) -> dict[str, Any]:
     """The parts of a config dict (``cfg.to_dict()``) that define what a model of config section `section`
     learns: seed, captioner (less what only schedules checks), data, CLIP, and the model's own section."""
     keep = {"seed": config.get("seed"), "captioner": dict(config.get("captioner", {})), "data": config.get("data"),
-            "clip": config.get("clip"), section: config.get(section)}
+            "clip": config.get("clip"), section: training_settings(section, dict(config.get(section) or {}))}
     for k in _NOT_IDENTITY:
         keep["captioner"].pop(k, None)
     return keep
