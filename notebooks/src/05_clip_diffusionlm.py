@@ -53,34 +53,35 @@ from clipdiff_mini.results import ResultLog
 from clipdiff_mini.seeding import set_seed
 
 # %% tags=["parameters"]
+# "retrains": a new training run (minutes at laptop size); "resamples": the trained model is reused (seconds)
 PROFILE = os.environ.get("CLIPDIFF_PROFILE", "laptop")  # "ci" | "laptop" | "colab"
 # The paper's experiments (None: the profile's value, the course's recipe)
-FUSION = None  # 5.1: "concat" (extra tokens) or "add" (added to every position)
-CERTAINTY_WEIGHT = None  # 5.2: lambda of the rounding term (with OUTPUT "regress")
-ADAPTIVE_CERTAINTY = None  # 5.2: rescale lambda by the adaptive ratio of notebook 03
-COND_DROPOUT = None  # 5.3: probability of training without the image (classifier-free guidance)
-GUIDANCE_SCALE = None  # 5.3: s at sampling; 1 is the conditional model alone
-LR = None  # 5.4: peak learning rate shared by the captioners (captioner.lr) ...
-LR_SCALE = None  # ... times this factor for this denoiser (course default 2: 2e-3)
-LR_SCHEDULE = None  # 5.4: "constant", "linear" or "cosine" decay to captioner.lr_final
-TARGET = None  # 5.5: "x0" or "x_t-n"
-TARGET_N = None  # 5.5: n of x_{t-n}
-SAMPLER = None  # 5.6: "feedback" (the paper), "ddim" or "ddpm"
-SAMPLE_STEPS = None  # 5.6: feed-back passes or DDIM steps
-CLAMP = None  # snap x0 to the nearest word vector at every step
-SCHEDULE = None  # "linear", "cosine" (paper) or "sqrt"
-TIMESTEPS = None  # T (paper: 1000)
-LOSS = None  # "l1" or "l2" on x0 (with OUTPUT "regress")
-TIMESTEP_INPUT = None  # the paper's denoiser has none
+FUSION = None  # retrains: 5.1: "concat" (extra tokens) or "add" (added to every position)
+CERTAINTY_WEIGHT = None  # retrains: 5.2: lambda of the rounding term (with OUTPUT "regress")
+ADAPTIVE_CERTAINTY = None  # retrains: 5.2: rescale lambda by the adaptive ratio of notebook 03
+COND_DROPOUT = None  # retrains: 5.3: probability of training without the image (classifier-free guidance)
+GUIDANCE_SCALE = None  # resamples: 5.3: s at sampling; 1 is the conditional model alone
+LR = None  # retrains: 5.4: peak learning rate shared by the captioners (captioner.lr) ...
+LR_SCALE = None  # retrains: ... times this factor for this denoiser (course default 2: 2e-3)
+LR_SCHEDULE = None  # retrains: 5.4: "constant", "linear" or "cosine" decay to captioner.lr_final
+TARGET = None  # retrains: 5.5: "x0" or "x_t-n"
+TARGET_N = None  # retrains: 5.5: n of x_{t-n}
+SAMPLER = None  # resamples: 5.6: "feedback" (the paper), "ddim" or "ddpm"
+SAMPLE_STEPS = None  # resamples: 5.6: feed-back passes or DDIM steps
+CLAMP = None  # resamples: snap x0 to the nearest word vector at every step
+SCHEDULE = None  # retrains: "linear", "cosine" (paper) or "sqrt"
+TIMESTEPS = None  # retrains: T (paper: 1000)
+LOSS = None  # retrains: "l1" or "l2" on x0 (with OUTPUT "regress")
+TIMESTEP_INPUT = None  # retrains: the paper's denoiser has none
 # The levers that make it learn
-OUTPUT = None  # "regress" (paper: f predicts x0) or "logits" (f predicts words, x0 is their mean vector: CDCD)
-SELF_CONDITION = None  # feed the previous x0 estimate back as an input
-GRID = None  # CLIP grid tokens beside the pooled vector: "fine" (4x4), "coarse" (2x2), "none" (paper)
-EMBED_SCALE = None  # rms of a word vector against the unit noise
-LENGTH_PREDICTION = None  # DDCap's length head: [EOS] and [PAD]s given, only the caption's positions denoised
-LENGTH_BEAM = None  # sampling: denoise the k most likely lengths, keep the most probable caption
-COND_NORM = None  # LayerNorm on the projected CLIP tokens
-T_MIN_FRAC = None  # train on t >= T_MIN_FRAC * T only (below, rounding x_t alone recovers the caption)
+OUTPUT = None  # retrains: "regress" (paper: f predicts x0) or "logits" (f predicts words, x0 is their mean vector: CDCD)
+SELF_CONDITION = None  # retrains: feed the previous x0 estimate back as an input
+GRID = None  # retrains: CLIP grid tokens beside the pooled vector: "fine" (4x4), "coarse" (2x2), "none" (paper)
+EMBED_SCALE = None  # retrains: rms of a word vector against the unit noise
+LENGTH_PREDICTION = None  # retrains: DDCap's length head: [EOS] and [PAD]s given, only the caption's positions denoised
+LENGTH_BEAM = None  # resamples: denoise the k most likely lengths, keep the most probable caption
+COND_NORM = None  # retrains: LayerNorm on the projected CLIP tokens
+T_MIN_FRAC = None  # retrains: train on t >= T_MIN_FRAC * T only (below, rounding x_t alone recovers the caption)
 TRAIN_STEPS = None  # retrains: the step budget (None: the profile's, 6000 on a laptop)
 PATIENCE = None  # retrains: stop after this many validation checks without progress (None: the profile's; 0 = never)
 TRAIN_MINUTES = None  # retrains: a wall-clock safety cap (None: the profile's); a run it stops depends on the machine

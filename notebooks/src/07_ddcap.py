@@ -59,20 +59,21 @@ from clipdiff_mini.results import ResultLog
 from clipdiff_mini.seeding import set_seed
 
 # %% tags=["parameters"]
+# "retrains": a new training run (minutes at laptop size); "resamples": the trained model is reused (seconds)
 PROFILE = os.environ.get("CLIPDIFF_PROFILE", "laptop")  # "ci" | "laptop" | "colab"
 # The four tricks of DDCap's Table 1 (None: the profile's value; the defaults are row g, all on)
-BEST_FIRST = None  # True: "best_first" order; False: ancestral sampling in random order (notebook 06)
-CONCENTRATED_MASK = None  # CAM: no token attends to a [MASK] other than itself
-LENGTH_PREDICTION = None  # an MLP on the pooled CLIP feature picks the caption length
-IMAGE_FREE_P = None  # probability of training with the learned null image (0: off)
-GUIDANCE_SCALE = None  # s: log p_null + s (log p_image - log p_null); 1 = no guidance (note: 1.17)
+BEST_FIRST = None  # resamples: True: "best_first" order; False: ancestral sampling in random order (notebook 06)
+CONCENTRATED_MASK = None  # retrains: CAM: no token attends to a [MASK] other than itself
+LENGTH_PREDICTION = None  # retrains: an MLP on the pooled CLIP feature picks the caption length
+IMAGE_FREE_P = None  # retrains: probability of training with the learned null image (0: off)
+GUIDANCE_SCALE = None  # resamples: s: log p_null + s (log p_image - log p_null); 1 = no guidance (note: 1.17)
 # Other switches
-TOKENS_PER_STEP = None  # best-first: tokens committed per network call (DDCap's code: 1)
-GRID = "fine"  # CLIP grid for the cross-attention: "fine" (4x4), "coarse" (2x2) or "none" (pooled vector only)
-TIMESTEP_INPUT = None  # t through adaptive LayerNorm
-LOSS_WEIGHTING = None  # "uniform" (DDCap's cross-entropy) or "elbo" (1/t-weighted bound, notebook 06)
-SCHEDULE = None  # "mask" (gammabar_t = t/T) or "ddcap" (VQ-Diffusion's linear ends)
-TIMESTEPS = None  # T (DDCap: 20)
+TOKENS_PER_STEP = None  # resamples: best-first: tokens committed per network call (DDCap's code: 1)
+GRID = "fine"  # retrains: CLIP grid for the cross-attention: "fine" (4x4), "coarse" (2x2) or "none" (pooled vector only)
+TIMESTEP_INPUT = None  # retrains: t through adaptive LayerNorm
+LOSS_WEIGHTING = None  # retrains: "uniform" (DDCap's cross-entropy) or "elbo" (1/t-weighted bound, notebook 06)
+SCHEDULE = None  # retrains: "mask" (gammabar_t = t/T) or "ddcap" (VQ-Diffusion's linear ends)
+TIMESTEPS = None  # retrains: T (DDCap: 20)
 TRAIN_STEPS = None  # retrains: the step budget (None: the profile's, 6000 on a laptop)
 PATIENCE = None  # retrains: stop after this many validation checks without progress (None: the profile's; 0 = never)
 TRAIN_MINUTES = None  # retrains: a wall-clock safety cap (None: the profile's); a run it stops depends on the machine
