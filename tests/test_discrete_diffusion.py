@@ -256,3 +256,61 @@ def test_random_order_sampler_with_the_exact_denoiser_recovers_the_data():
     freq = torch.bincount(idx, minlength=8).to(F64) / N
     tv = 0.5 * float((freq - toy.probs).abs().sum())
     assert tv < 0.03, tv  # sampling noise alone is ~0.01 at this N
+
+
+# ---- decoding orders and re-masking, on hand-worked examples ------------------------------------
+def _probs(rows):
+    """(B, L, V) from nested lists of per-position distributions over V = 4 tokens (id 3 = [MASK])."""
+    return torch.tensor(rows, dtype=torch.float)
+
+
+# one row, L = 4, all masked; position: best token, its prob, second prob
+#   0: token 1, 0.50 / 0.45 (confident-ish, tiny margin)
+#   1: token 0, 0.40 / 0.30
+#   2: token 2, 0.90 / 0.05 (most confident, largest margin)
+#   3: token 1, 0.60 / 0.35 (margin 0.25)
+P = _probs([[[0.45, 0.50, 0.05, 0.0], [0.40, 0.30, 0.30, 0.0], [0.05, 0.05, 0.90, 0.0], [0.05, 0.60, 0.35, 0.0]]])
+ALL_MASKED = torch.full((1, 4), 3)
+
+
+@pytest.mark.parametrize("rank_by,k,block,want", [
+    ("confidence", 1, 0, [3, 3, 2, 3]),  # 0.90 at position 2
+    ("confidence", 2, 0, [3, 3, 2, 1]),  # then 0.60 at position 3
+    ("margin", 2, 0, [3, 3, 2, 1]),  # margins 0.05, 0.10, 0.85, 0.25: positions 2 then 3
+    ("margin", 3, 0, [3, 0, 2, 1]),  # then position 1 (0.10) before position 0 (0.05)
+    ("confidence", 3, 0, [1, 3, 2, 1]),  # confidence ranks position 0 (0.50) before 1 (0.40)
+    ("left_to_right", 2, 0, [1, 0, 3, 3]),
+    ("confidence", 2, 2, [1, 0, 3, 3]),  # block [0, 1] first: both of its masks, whatever their confidence
+    ("confidence", 1, 2, [1, 3, 3, 3]),  # within the block, the more confident (position 0: 0.50 > 0.40)
+])
+def test_unmask_ordered_commits_the_positions_worked_out_by_hand(rank_by, k, block, want):
+    got = dd.unmask_ordered(P, ALL_MASKED, 3, k, rank_by=rank_by, block=block)
+    assert got.tolist() == [want]
+
+
+def test_unmask_ordered_moves_to_the_next_block_and_never_writes_mask():
+    x = torch.tensor([[1, 0, 3, 3]])  # the first block is done: the second is eligible
+    got = dd.unmask_ordered(P, x, 3, 1, rank_by="confidence", block=2)
+    assert got.tolist() == [[1, 0, 2, 3]]
+    # a distribution whose argmax is [MASK] still commits a real token
+    q = _probs([[[0.1, 0.1, 0.1, 0.7]] * 4])
+    out = dd.unmask_ordered(q, ALL_MASKED, 3, 4)
+    assert (out != 3).all()
+    # committed tokens stay: the confidence of already-written positions does not matter
+    x = torch.tensor([[2, 3, 3, 3]])
+    assert dd.unmask_ordered(P, x, 3, 1).tolist()[0][0] == 2
+    # it agrees with unmask_best_first (the confidence order) on random inputs
+    g = _gen(3)
+    probs = torch.rand(5, 7, 6, generator=g).softmax(-1)
+    x = torch.where(torch.rand(5, 7, generator=g) < 0.6, 5, torch.randint(0, 5, (5, 7), generator=g))
+    assert torch.equal(dd.unmask_ordered(probs, x, 5, 2), dd.unmask_best_first(probs, x, 5, 2))
+
+
+def test_remask_least_confident_by_hand():
+    x = torch.tensor([[0, 5, 6, 7, 8, 1], [0, 5, 6, 1, 2, 2]])  # [BOS] words [EOS] / [PAD]s = id 2
+    conf = torch.tensor([[1.0, 0.9, 0.2, 0.5, 0.1, 1.0], [1.0, 0.3, 0.8, 1.0, 1.0, 1.0]])
+    fillable = torch.tensor([[False, True, True, True, True, False], [False, True, True, False, False, False]])
+    got = dd.remask_least_confident(x, conf, fillable, torch.tensor([2, 1]), mask_id=9)
+    # row 0: the two least confident fillable positions are 4 (0.1) and 2 (0.2); row 1: position 1 (0.3)
+    assert got.tolist() == [[0, 5, 9, 7, 9, 1], [0, 9, 6, 1, 2, 2]]
+    assert torch.equal(dd.remask_least_confident(x, conf, fillable, torch.tensor([0, 0]), 9), x)

@@ -317,6 +317,61 @@ def unmask_best_first(probs0: Tensor, x_t: Tensor, mask_id: int, k, sample: bool
     return torch.where(commit, token, x_t)
 
 
+DECODING_ORDERS = ("confidence", "margin", "left_to_right")
+
+
+def unmask_ordered(probs0: Tensor, x_t: Tensor, mask_id: int, k, *, rank_by: str = "confidence", block: int = 0,
+                   sample: bool = False, generator: torch.Generator | None = None) -> Tensor:
+    """Commit k [MASK] positions of each row, chosen by `rank_by`; every other position is left as it is.
+
+    * ``"confidence"``: the most probable candidates first (DDCap's best-first; `unmask_best_first`);
+    * ``"margin"``: the largest gap between a position's best and second-best token first (a position
+      torn between two words, e.g. two objects' colours, waits);
+    * ``"left_to_right"``: the leftmost masks first (an autoregressive order on a masked model).
+
+    ``block`` > 0: only the masks of the first block of `block` positions that still holds one are
+    eligible (semi-autoregressive block decoding, as LLaDA; block 1 with k 1 is left to right). A row
+    commits min(k, eligible masks). The candidate token is the argmax of probs0 (B, L, V) without [MASK]
+    (or, with `sample`, a draw from it). Committed tokens are never re-masked."""
+    if rank_by not in DECODING_ORDERS:
+        raise ValueError(f"rank_by={rank_by!r}; allowed: {', '.join(map(repr, DECODING_ORDERS))}")
+    B, L, V = probs0.shape
+    p = probs0.float().clone()
+    p[..., mask_id] = 0.0  # never "predict" [MASK]
+    if sample:
+        token = torch.multinomial(p.reshape(-1, V), 1, generator=generator).reshape(B, L)  # (B, L)
+    else:
+        token = p.argmax(-1)  # (B, L)
+    pos = torch.arange(L, device=x_t.device).expand(B, L)  # (B, L)
+    if rank_by == "confidence":
+        score = p.gather(-1, token.unsqueeze(-1)).squeeze(-1)  # (B, L) in [0, 1]
+    elif rank_by == "margin":
+        top2 = p.topk(2, dim=-1).values  # (B, L, 2)
+        score = top2[..., 0] - top2[..., 1]  # (B, L) in [0, 1]
+    else:
+        score = 1.0 - pos.float() / L  # (B, L) in (0, 1]: leftmost highest
+    eligible = x_t == mask_id  # (B, L)
+    if block > 0:
+        blk = pos // block  # (B, L)
+        first = torch.where(eligible, blk, torch.full_like(blk, L)).min(-1, keepdim=True).values  # (B, 1)
+        eligible = eligible & (blk == first)
+    score = torch.where(eligible, score, torch.full_like(score, -1.0))  # ineligible positions rank last
+    rank = torch.sort(score, dim=-1, descending=True, stable=True).indices.argsort(-1)  # (B, L) 0 = first
+    k = torch.as_tensor(k, device=x_t.device).reshape(-1, 1)  # (B, 1) or (1, 1)
+    commit = eligible & (rank < k)
+    return torch.where(commit, token, x_t)
+
+
+def remask_least_confident(x: Tensor, confidence: Tensor, fillable: Tensor, n: Tensor, mask_id: int) -> Tensor:
+    """Mask-Predict's re-masking: put [MASK] back at the `n` (B,) least confident `fillable` (B, L)
+    positions of each row of ids x (B, L), by `confidence` (B, L); the rest is kept. A model that wrote a
+    word it was unsure of gets to rewrite it with every other word visible (Ghazvininejad et al. 2019)."""
+    score = torch.where(fillable, confidence.float(), torch.full_like(confidence, float("inf"), dtype=torch.float))
+    rank = torch.sort(score, dim=-1, stable=True).indices.argsort(-1)  # (B, L) 0 = least confident
+    hide = fillable & (rank < n.reshape(-1, 1))
+    return torch.where(hide, torch.full_like(x, mask_id), x)
+
+
 def sample_masked(model_fn: Callable[[Tensor, Tensor], Tensor], sched: MaskSchedule, shape: tuple[int, int],
                   mask_id: int, *, order: str = "random", steps: int | None = None, sample: bool = True,
                   generator: torch.Generator | None = None, device=None,
