@@ -167,3 +167,150 @@ def test_trains_through_the_shared_loop(tmp_path):
     rec = train_captioner(model, train, val, cfg, name="ddcap-test", caption_fn=ddcap_caption_fn(train.tokenizer),
                           progress=False)
     assert rec["steps"] == 6 and rec["path"].exists() and len(rec["history"]["val"]) == 2
+
+
+# ---- attention through scaled_dot_product_attention, the memory's keys and values once per call (issue 22) ----
+def hand_attention(att, x, m, allowed):
+    """Attention module `att` of queries x (B, Lq, W) over m (B, Lk, W) written out head by head with an
+    explicit softmax: (out (B, Lq, W), weights (B, Lq, Lk) mean over heads)."""
+    W = x.shape[-1]
+    H = att.heads
+    d = W // H
+    q, kv = att.q(x), att.kv(m)
+    k, v = kv[..., :W], kv[..., W:]  # the first W outputs are the keys, head h in columns h d .. (h + 1) d
+    outs, weights = [], []
+    for h in range(H):
+        cols = slice(h * d, (h + 1) * d)
+        scores = q[..., cols] @ k[..., cols].transpose(1, 2) / d ** 0.5  # (B, Lq, Lk)
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed, float("-inf"))
+        p = torch.exp(scores - scores.max(-1, keepdim=True).values)
+        p = p / p.sum(-1, keepdim=True)
+        outs.append(p @ v[..., cols])
+        weights.append(p)
+    return att.out(torch.cat(outs, -1)), torch.stack(weights).mean(0)
+
+
+def old_forward(model, x_t, t, image, grid=None, drop=None):
+    """DDCap's forward as it was before issue 22: the memory recomputed at every call, attention by hand."""
+    from clipdiff_mini.diffusion.text_diffusion import timestep_embedding
+
+    L = x_t.shape[1]
+    h = model.tok(x_t) + model.pos[:L]
+    temb = model.time(timestep_embedding(t, model.width)) if model.dcfg.timestep_input else None
+    mem = model.memory(image, grid, drop)
+    allowed = concentrated_attention_mask(x_t, model.mask_id) if model.dcfg.concentrated_mask else None
+    for block in model.blocks:
+        mod = block.ada(temb) if block.ada is not None and temb is not None else None
+        n = block._norm(0, h, mod)
+        h = h + block.drop(hand_attention(block.self_attn, n, n, allowed)[0])
+        h = h + block.drop(hand_attention(block.cross_attn, block._norm(1, h, mod), mem, None)[0])
+        h = h + block.drop(block.mlp(block._norm(2, h, mod)))
+    return model.head(model.norm(h))
+
+
+@pytest.mark.parametrize("cam", [True, False])
+def test_attention_equals_a_softmax_written_by_hand(cam):
+    from clipdiff_mini.captioners.ddcap import Attention
+
+    g = torch_generator(5)
+    torch.manual_seed(5)
+    att = Attention(24, 3)
+    B, L, P = 4, 9, 5
+    x = torch.randn(B, L, 24, generator=g)
+    ids = torch.randint(0, 5, (B, L), generator=g)
+    ids[torch.rand(B, L, generator=g) < 0.5] = M
+    ids[1] = M  # a row of masks only: each query sees itself alone
+    allowed = concentrated_attention_mask(ids, M) if cam else None
+    out, w = att(x, x, allowed, need_weights=True)  # self-attention, the mask per sample
+    want, want_w = hand_attention(att, x, x, allowed)
+    torch.testing.assert_close(out, want, rtol=0, atol=1e-6)
+    torch.testing.assert_close(w, want_w, rtol=0, atol=1e-6)
+    if cam:
+        assert (w[~allowed] == 0).all()
+    plain, none = att(x, x, allowed)  # without the weights: the same output
+    assert none is None and torch.equal(plain, out)
+    m = torch.randn(B, P, 24, generator=g)  # cross-attention, precomputed keys and values
+    torch.testing.assert_close(att(x, None, None, kv=att.keys_values(m))[0], hand_attention(att, x, m, None)[0],
+                               rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("cam", [True, False])
+def test_logits_loss_and_gradients_are_those_of_the_old_forward(cam):
+    cfg = tiny_cfg(**{"ddcap.concentrated_mask": cam, "captioner.layers": 2})
+    data = fake_split(cfg, n=16)
+    torch.manual_seed(0)
+    model = build_ddcap_captioner(cfg, data)
+    with torch.no_grad():  # AdaLN starts at zero; give it something to do
+        for block in model.blocks:
+            block.ada.weight.normal_(0, 0.05)
+        model.null_image.normal_()
+    batch = batch_of(data, torch.arange(16))
+    x = model.corrupt(batch["ids"], torch.full((16,), 10), torch_generator(2))
+    t, drop = torch.randint(1, 21, (16,), generator=torch_generator(3)), torch.arange(16) % 3 == 0
+    torch.testing.assert_close(model(x, t, batch["image"], batch["grid"], drop),
+                               old_forward(model, x, t, batch["image"], batch["grid"], drop), rtol=0, atol=1e-5)
+    import copy
+
+    ref = copy.deepcopy(model)
+    ref.forward = lambda x_t, t, image, grid=None, drop=None: old_forward(ref, x_t, t, image, grid, drop)
+    loss, _ = model.loss(batch, generator=torch_generator(7))
+    want, _ = ref.loss(batch, generator=torch_generator(7))  # the same draws of t, masks and dropped images
+    assert abs(loss.item() - want.item()) < 1e-6
+    loss.backward()
+    want.backward()
+    for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+        if p.grad is not None or q.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_the_state_dict_keys_are_unchanged():
+    cfg = tiny_cfg()
+    model = build_ddcap_captioner(cfg, fake_split(cfg, n=4))
+    per_block = {f"{a}.{p}.{w}" for a in ("self_attn", "cross_attn") for p in ("q", "kv", "out")
+                 for w in ("weight", "bias")}
+    keys = {k.split(".", 2)[2] for k in model.state_dict() if k.startswith("blocks.0.")}
+    assert per_block <= keys
+    assert keys - per_block == {"ada.weight", "ada.bias", "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"}
+
+
+def test_guided_log_probs_with_the_memory_cache_equal_recomputing_it():
+    cfg = tiny_cfg(**{"captioner.layers": 2})
+    data = fake_split(cfg, n=6)
+    model = build_ddcap_captioner(cfg, data).eval()
+    with torch.no_grad():
+        model.null_image.normal_()
+        model.null_grid.normal_()
+    cond = {"image": data.image[:3], "grid": data.grid[:3]}
+    x = data.ids[:3].clone()
+    x[:, 1:6] = model.mask_id
+    t = torch.tensor([5, 9, 13])
+    for s in (1.0, 1.7):
+        cache = model.memory_cache(cond, s)
+        assert (cache["null"] is None) == (s == 1.0)
+        a, wa = model.guided_log_probs(x, t, cond, s, True, cache)
+        b, wb = model.guided_log_probs(x, t, cond, s, True)
+        assert torch.equal(a, b) and torch.equal(wa, wb)
+    # the null branch really reads the null picture's memory, not the picture's
+    cache = model.memory_cache(cond, 1.7)
+    swapped = {"image": cache["image"], "null": cache["image"]}
+    assert not torch.allclose(model.guided_log_probs(x, t, cond, 1.7, cache=swapped)[0],
+                              model.guided_log_probs(x, t, cond, 1.7, cache=cache)[0])
+
+
+@pytest.mark.parametrize("order", ["best_first", "random"])
+@pytest.mark.parametrize("scale", [1.0, 1.7])
+def test_sampling_with_the_memory_cache_gives_the_same_ids_as_recomputing_it_every_pass(order, scale):
+    cfg = tiny_cfg(**{"captioner.layers": 2, "ddcap.order": order, "ddcap.guidance_scale": scale,
+                      "ddcap.sample_tokens": True})
+    data = fake_split(cfg, n=10)
+    model = build_ddcap_captioner(cfg, data).eval()
+    with torch.no_grad():
+        model.null_image.normal_()
+        model.null_grid.normal_()
+    cond = {"image": data.image[:7], "grid": data.grid[:7]}
+    a = model.sample(cond, generator=torch_generator(4), attention=True, trajectory=True)
+    b = model.sample(cond, generator=torch_generator(4), attention=True, trajectory=True, cache_memory=False)
+    assert torch.equal(a["ids"], b["ids"]) and a["passes"] == b["passes"]
+    assert torch.equal(a["attention"], b["attention"])
+    assert all(torch.equal(p[1], q[1]) for p, q in zip(a["trajectory"], b["trajectory"]))

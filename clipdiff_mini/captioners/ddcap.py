@@ -29,9 +29,21 @@ The four tricks of the note's Table 1, each a switch of `DDCapConfig`:
   log p' = log p(x_0 | x_t, null) + s (log p(x_0 | x_t, y) - log p(x_0 | x_t, null))
   (note eqs. 7-8), two network passes per step unless s = 1.
 
-Attention is written by hand (not `nn.MultiheadAttention`) so that the
-cross-attention weights can be returned for the attention maps and the
-concentrated mask applied per sample.
+Attention (`attend`) goes through `F.scaled_dot_product_attention`
+(one fused call where the device has a kernel for it) with the concentrated
+mask as a per-sample boolean mask; the module is still our own
+(not `nn.MultiheadAttention`) so that the cross-attention weights can be
+returned for the attention maps (computed beside the fused output, only when
+asked for) and the memory's keys and values passed in precomputed.
+
+**Decoding cost.** The memory depends on the picture alone, never on x_t or
+t, so the cross-attention keys and values K_l = mem W_k^l, V_l = mem W_v^l of
+every block l are the same at every pass of a sampler. `memory_kv` computes
+them once per caption batch (and once more for the null picture when the
+guidance scale is not 1), and every pass reuses them: a pass then costs the
+caption's own projections, attention and MLP only. ``sample(...,
+cache_memory=False)`` recomputes them at every pass (the path before this
+cache, kept for the speed comparison; both give the same ids bit for bit).
 """
 from __future__ import annotations
 
@@ -58,9 +70,28 @@ def concentrated_attention_mask(x_t: Tensor, mask_id: int) -> Tensor:
     return visible[:, None, :] | eye[None]  # (B, L, L)
 
 
+def attend(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None = None,
+           need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+    """softmax(q k^T / sqrt(d) + M) v (Vaswani et al. 2017, eq. 1) for q (B, H, Lq, d), k, v (B, H, Lk, d),
+    with M = -inf where `allowed` (B, Lq, Lk) is False (every row keeps at least one key: under the
+    concentrated mask the query's own position). Returns (out (B, H, Lq, d), weights (B, H, Lq, Lk) or None).
+
+    The output always comes from `F.scaled_dot_product_attention`; with `need_weights` the softmax weights
+    are also computed by hand beside it (for the attention maps), so asking for them never changes the output."""
+    mask = None if allowed is None else allowed[:, None]  # (B, 1, Lq, Lk), True = may attend
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, Lq, d)
+    if not need_weights:
+        return out, None
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, H, Lq, Lk)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return out, scores.softmax(-1)
+
+
 class Attention(nn.Module):
     """Multi-head attention of queries x (B, Lq, W) over keys/values m (B, Lk, W) with an optional
-    boolean mask (B, Lq, Lk) of allowed pairs; returns (out, weights (B, Lq, Lk) mean over heads or None)."""
+    boolean mask (B, Lq, Lk) of allowed pairs; returns (out, weights (B, Lq, Lk) mean over heads or None).
+    `kv`: the keys and values of m precomputed by `keys_values` (then m is not read)."""
 
     def __init__(self, width: int, heads: int):
         super().__init__()
@@ -69,16 +100,20 @@ class Attention(nn.Module):
         self.kv = nn.Linear(width, 2 * width)
         self.out = nn.Linear(width, width)
 
-    def forward(self, x: Tensor, m: Tensor, allowed: Tensor | None = None, need_weights: bool = False):
+    def keys_values(self, m: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values (B, H, Lk, d) each of m (B, Lk, W)."""
+        B, Lk, W = m.shape
+        k, v = self.kv(m).view(B, Lk, 2, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def forward(self, x: Tensor, m: Tensor | None, allowed: Tensor | None = None, need_weights: bool = False,
+                kv: tuple[Tensor, Tensor] | None = None):
         B, Lq, W = x.shape
         H = self.heads
         q = self.q(x).view(B, Lq, H, W // H).transpose(1, 2)  # (B, H, Lq, d)
-        k, v = self.kv(m).view(B, m.shape[1], 2, H, W // H).permute(2, 0, 3, 1, 4)  # (B, H, Lk, d) each
-        scores = q @ k.transpose(-1, -2) / math.sqrt(W // H)  # (B, H, Lq, Lk)
-        if allowed is not None:
-            scores = scores.masked_fill(~allowed[:, None], float("-inf"))
-        weights = scores.softmax(-1)
-        out = (weights @ v).transpose(1, 2).reshape(B, Lq, W)  # (B, Lq, W)
+        k, v = self.keys_values(m) if kv is None else kv  # (B, H, Lk, d) each
+        out, weights = attend(q, k, v, allowed, need_weights)  # (B, H, Lq, d), (B, H, Lq, Lk)
+        out = out.transpose(1, 2).reshape(B, Lq, W)  # (B, Lq, W)
         return self.out(out), (weights.mean(1) if need_weights else None)
 
 
@@ -105,11 +140,13 @@ class Block(nn.Module):
         scale, shift = mod[:, None, 2 * i * x.shape[-1]:(2 * i + 2) * x.shape[-1]].chunk(2, -1)  # (B, 1, W) each
         return h * (1 + scale) + shift
 
-    def forward(self, x: Tensor, memory: Tensor, allowed: Tensor | None, temb: Tensor | None, need_weights: bool):
+    def forward(self, x: Tensor, memory_kv: tuple[Tensor, Tensor], allowed: Tensor | None, temb: Tensor | None,
+                need_weights: bool):
+        """x (B, L, W); memory_kv: this block's cross-attention keys and values (B, H, 1 + P, d) of the memory."""
         mod = self.ada(temb) if self.ada is not None and temb is not None else None  # (B, 6W)
         h = self._norm(0, x, mod)
         x = x + self.drop(self.self_attn(h, h, allowed)[0])
-        a, w = self.cross_attn(self._norm(1, x, mod), memory, None, need_weights)
+        a, w = self.cross_attn(self._norm(1, x, mod), None, None, need_weights, kv=memory_kv)
         x = x + self.drop(a)
         x = x + self.drop(self.mlp(self._norm(2, x, mod)))
         return x, w
@@ -160,18 +197,27 @@ class DDCapCaptioner(nn.Module):
             parts.append(self.grid_proj(grid))  # (B, P, W)
         return self.memory_norm(torch.cat(parts, 1)) + self.memory_pos  # (B, 1 + P, W)
 
-    def forward(self, x_t: Tensor, t: Tensor, image: Tensor, grid: Tensor | None = None, drop: Tensor | None = None,
-                need_weights: bool = False):
+    def memory_kv(self, image: Tensor, grid: Tensor | None = None, drop: Tensor | None = None) -> list:
+        """Each block's cross-attention keys and values [(K, V) (B, H, 1 + P, d)] of the memory of
+        `image`/`grid` (rows with `drop` see the null feature). They depend on the picture alone, not on
+        x_t or t: a sampler computes them once per caption batch and passes them to every `forward`."""
+        mem = self.memory(image, grid, drop)  # (B, 1 + P, W)
+        return [block.cross_attn.keys_values(mem) for block in self.blocks]
+
+    def forward(self, x_t: Tensor, t: Tensor, image: Tensor | None = None, grid: Tensor | None = None,
+                drop: Tensor | None = None, need_weights: bool = False, memory_kv: list | None = None):
         """Logits (B, L, V) of x_0 for ids x_t (B, L) at timesteps t (B,); with `need_weights` also the
-        last block's cross-attention weights (B, L, 1 + P) over [pooled, grid]."""
+        last block's cross-attention weights (B, L, 1 + P) over [pooled, grid]. `memory_kv`: the
+        memory's keys and values from `memory_kv` (then image, grid and drop are not read)."""
         L = x_t.shape[1]
         h = self.tok(x_t) + self.pos[:L]  # (B, L, W)
         temb = self.time(timestep_embedding(t, self.width)) if self.dcfg.timestep_input else None  # (B, W)
-        mem = self.memory(image, grid, drop)
+        if memory_kv is None:
+            memory_kv = self.memory_kv(image, grid, drop)
         allowed = concentrated_attention_mask(x_t, self.mask_id) if self.dcfg.concentrated_mask else None
         weights = None
         for i, block in enumerate(self.blocks):
-            h, w = block(h, mem, allowed, temb, need_weights and i == len(self.blocks) - 1)
+            h, w = block(h, memory_kv[i], allowed, temb, need_weights and i == len(self.blocks) - 1)
             weights = w if w is not None else weights
         logits = self.head(self.norm(h))  # (B, L, V)
         return (logits, weights) if need_weights else logits
@@ -217,14 +263,28 @@ class DDCapCaptioner(nn.Module):
         return loss, logs
 
     # ---- sampling ---------------------------------------------------------------------------
-    def guided_log_probs(self, x_t: Tensor, t: Tensor, cond: dict, scale: float, need_weights: bool = False):
-        """log p'(x_0 | x_t) (B, L, V) with carry-over (notebook 06): note eqs. 7-8 when `scale` != 1."""
-        out = self(x_t, t, cond["image"], cond.get("grid"), need_weights=need_weights)
+    def memory_cache(self, cond: dict, scale: float) -> dict:
+        """{"image": `memory_kv` of the pictures of `cond`, "null": that of the null picture (B rows) or None
+        when `scale` == 1}: what every pass of one sampling call reads, computed once."""
+        B = cond["image"].shape[0]
+        null = None
+        if scale != 1.0:
+            drop = torch.ones(B, dtype=torch.bool, device=cond["image"].device)
+            null = self.memory_kv(cond["image"], cond.get("grid"), drop)
+        return {"image": self.memory_kv(cond["image"], cond.get("grid")), "null": null}
+
+    def guided_log_probs(self, x_t: Tensor, t: Tensor, cond: dict, scale: float, need_weights: bool = False,
+                         cache: dict | None = None):
+        """log p'(x_0 | x_t) (B, L, V) with carry-over (notebook 06): note eqs. 7-8 when `scale` != 1.
+        `cache`: `memory_cache(cond, scale)` (None: the memory's keys and values are computed here)."""
+        kv = cache["image"] if cache is not None else None
+        out = self(x_t, t, cond["image"], cond.get("grid"), need_weights=need_weights, memory_kv=kv)
         logits, weights = out if need_weights else (out, None)
         logp = torch.log_softmax(logits.float(), -1)
         if scale != 1.0:
             drop = torch.ones(x_t.shape[0], dtype=torch.bool, device=x_t.device)
-            null = torch.log_softmax(self(x_t, t, cond["image"], cond.get("grid"), drop).float(), -1)
+            kv = cache["null"] if cache is not None else None
+            null = torch.log_softmax(self(x_t, t, cond["image"], cond.get("grid"), drop, memory_kv=kv).float(), -1)
             logp = null + scale * (logp - null)
         return carry_over_log_probs(logp, x_t, self.mask_id), weights
 
@@ -237,14 +297,15 @@ class DDCapCaptioner(nn.Module):
     def sample(self, cond: dict[str, Tensor], *, order: str | None = None, tokens_per_step: int | None = None,
                guidance_scale: float | None = None, init_ids: Tensor | None = None,
                generator: torch.Generator | None = None, trajectory: bool = False,
-               attention: bool = False) -> dict[str, Any]:
+               attention: bool = False, cache_memory: bool = True) -> dict[str, Any]:
         """Caption ids (B, L) for the pictures of `cond` {"image" (B, Di), "grid" (B, P, Dg)}.
 
         `init_ids` (B, L): start from these ids instead of all-[MASK] (infilling: only its [MASK]
         positions are filled). Returns {"ids", "passes": mean network passes per caption, "lengths"
         (B,), and with `trajectory` "trajectory": [(t, ids (B, L))] from the start to the end; with
         `attention` "attention": (B, L, 1 + P) the last block's cross-attention of each position at
-        the call that committed it}."""
+        the call that committed it}. `cache_memory`: compute the memory's cross-attention keys and values
+        once for all passes (False: at every pass, as before the cache; the same ids, slower)."""
         c = self.dcfg
         order = order or c.order
         K = tokens_per_step or c.tokens_per_step
@@ -263,12 +324,13 @@ class DDCapCaptioner(nn.Module):
         attn = torch.zeros(B, L, 1 + self.n_grid, device=dev) if attention else None
         calls = torch.zeros(B, device=dev)  # network calls each caption needed
         per_call = 2 if scale != 1.0 else 1
+        cache = self.memory_cache(cond, scale) if cache_memory else None
         if order == "random":  # notebook 06's ancestral sampler: the schedule decides which positions unmask
             for t in range(self.sched.T, 0, -1):
                 active = (x == self.mask_id).any(-1)
                 if not active.any():
                     break
-                logp, w = self.guided_log_probs(x, torch.full((B,), t, device=dev), cond, scale, attention)
+                logp, w = self.guided_log_probs(x, torch.full((B,), t, device=dev), cond, scale, attention, cache)
                 # the posterior treats every position as masked (the schedule's x_T); given tokens stay
                 hidden = torch.full_like(x, self.mask_id)
                 draw = ancestral_step(self.sched, logp.exp(), hidden, t, self.mask_id, generator)
@@ -282,7 +344,7 @@ class DDCapCaptioner(nn.Module):
             while (x == self.mask_id).any():
                 m = (x == self.mask_id).sum(-1)  # (B,) masks left
                 t = (m * self.sched.T // n_masked.clamp_min(1)).clamp(1, self.sched.T)  # DDCap: floor(m T / n)
-                logp, w = self.guided_log_probs(x, t, cond, scale, attention)
+                logp, w = self.guided_log_probs(x, t, cond, scale, attention, cache)
                 new = unmask_best_first(logp.exp(), x, self.mask_id, K, sample=c.sample_tokens, generator=generator)
                 if attention:
                     attn = torch.where(((x == self.mask_id) & (new != self.mask_id))[..., None], w, attn)
