@@ -66,11 +66,18 @@ def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, drop: nn.Module) ->
     """softmax(q k^T / sqrt(d) + M) v (Vaswani et al. 2017, eq. 1) for q (B, H, T, d), k, v (B, H, S, d).
 
     With `causal`, the T queries are the last T of the S positions (the earlier S - T are cached keys):
-    query t sits at position S - T + t and sees keys j <= S - T + t (M = -inf elsewhere)."""
+    query t sits at position S - T + t and sees keys j <= S - T + t (M = -inf elsewhere).
+    Computed by `F.scaled_dot_product_attention`; while dropout on the weights is active (training with
+    captioner.dropout > 0) by hand, so that the dropout draws stay those of the hand-written version."""
     T, S = q.shape[2], k.shape[2]
+    # one query (a cached decoding step) is the newest position: it sees every key
+    keep = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T) if causal and T > 1 else None  # (T, S)
+    if not (drop.training and getattr(drop, "p", 0.0) > 0):
+        if keep is not None and T == S:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, d)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=keep)  # (B, H, T, d)
     att = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, H, T, S)
-    if causal and T > 1:  # one query (a cached decoding step) is the newest position: it sees every key
-        keep = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)  # (T, S)
+    if keep is not None:
         att = att.masked_fill(~keep, float("-inf"))
     return drop(att.softmax(-1)) @ v  # (B, H, T, d)
 
