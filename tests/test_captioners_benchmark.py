@@ -47,3 +47,23 @@ def test_bad_arguments_and_machine_line():
         time_runs(lambda: None, repeats=0)
     line = machine("cpu")
     assert line.startswith("cpu,") and "torch threads" in line
+
+
+def test_side_by_side_warms_every_variant_up_then_times_them_in_rounds():
+    from clipdiff_mini.captioners.benchmark import side_by_side
+
+    now, calls = [0.0], []
+    cost = {"a": [9.0, 1.0, 3.0, 2.0], "b": [9.0, 10.0, 30.0, 20.0]}  # per variant: warm-up, then three timed
+
+    def variant(name):
+        def run():
+            now[0] += cost[name][sum(c == name for c in calls)]
+            calls.append(name)
+        return run
+
+    t = side_by_side({"a": variant("a"), "b": variant("b")}, 8, warmup=1, repeats=3, clock=lambda: now[0])
+    assert calls == ["a", "b", "a", "b", "a", "b", "a", "b"]  # warm-ups first, then alternating rounds
+    assert t["a"]["times_s"] == [1.0, 3.0, 2.0] and t["b"]["times_s"] == [10.0, 30.0, 20.0]
+    assert t["a"]["captions_per_s"] == pytest.approx(8 / 2.0) and t["b"]["ms_per_caption"] == pytest.approx(2500.0)
+    with pytest.raises(ValueError):
+        side_by_side({"a": variant("a")}, 1, repeats=0)
