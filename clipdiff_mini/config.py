@@ -53,7 +53,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "ddcap.schedule": ("mask", "ddcap"),
     "ddcap.loss_weighting": ("uniform", "elbo"),
     "ddcap.length_choice": ("argmax", "sample"),
-    "ddcap.order": ("best_first", "random"),
+    "ddcap.order": ("best_first", "random", "margin", "left_to_right", "blocks", "mask_predict"),
     "autoregressive.conditioning": ("prefix", "cross"),
 }
 
@@ -232,7 +232,11 @@ class DDCapConfig:
     length_prediction: bool = True  # Table 1: an MLP on the pooled CLIP feature picks the caption length
     length_choice: str = "argmax"  # sampling only: "argmax" or "sample" the predicted length distribution
     concentrated_mask: bool = True  # Table 1 (CAM): no token attends to a [MASK] other than itself
-    order: str = "best_first"  # sampling only: Table 1: "best_first" (most confident first) or "random" (ancestral, by the schedule)
+    order: str = "best_first"  # sampling only: Table 1: "best_first" (most confident first) or "random" (ancestral,
+    # by the schedule); notebook 07's diagnosis: "margin" (largest top-2 gap first), "left_to_right", "blocks"
+    # (best-first inside blocks of block_size, left to right), "mask_predict" (write all, re-mask the least sure)
+    block_size: int = 4  # sampling only: positions per block of the "blocks" order (semi-autoregressive)
+    iterations: int = 10  # sampling only: passes of the "mask_predict" order (Mask-Predict's T)
     tokens_per_step: int = 1  # sampling only: best-first: tokens committed per network call (DDCap's code: 1)
     sample_tokens: bool = False  # sampling only: best-first: draw the committed token instead of its argmax
     image_free_p: float = 0.2  # Table 1: probability of training with the learned null image (0 = off)
@@ -627,6 +631,7 @@ _AT_LEAST_ONE = {
     "diffusion.batch_size": "captions per batch", "diffusion.sample_steps": "sampling steps",
     "diffusion.toy_samples": "samples", "diffusion.mc_samples": "Monte Carlo samples",
     "ddcap.timesteps": "diffusion steps T", "ddcap.tokens_per_step": "tokens committed per step",
+    "ddcap.block_size": "positions per block", "ddcap.iterations": "Mask-Predict passes",
     "autoregressive.prefix_length": "prefix tokens of the pooled CLIP vector",
     "autoregressive.beam": "hypotheses per picture (1 = greedy)",
     "captioner.grad_accum": "micro-batches per step",

@@ -314,3 +314,65 @@ def test_sampling_with_the_memory_cache_gives_the_same_ids_as_recomputing_it_eve
     assert torch.equal(a["ids"], b["ids"]) and a["passes"] == b["passes"]
     assert torch.equal(a["attention"], b["attention"])
     assert all(torch.equal(p[1], q[1]) for p, q in zip(a["trajectory"], b["trajectory"]))
+
+
+# ---- the decoding orders of notebook 07's diagnosis, on a model whose predictions are fixed --------
+def _fixed_model(monkeypatch, conf_by_position):
+    """A tiny DDCap whose p(x_0 | x_t) is the same at every call: position i proposes token 10 + i with
+    probability conf_by_position[i] (the rest on token 4); the calls' inputs are recorded."""
+    cfg = tiny_cfg(**{"ddcap.guidance_scale": 1.0, "ddcap.tokens_per_step": 1, "ddcap.block_size": 2,
+                      "ddcap.iterations": 3})
+    data = fake_split(cfg, n=4)
+    model = build_ddcap_captioner(cfg, data).eval()
+    L, V = data.ids.shape[1], data.tokenizer.vocab_size
+    probs = torch.zeros(1, L, V)
+    for i in range(L):
+        c = conf_by_position[i] if i < len(conf_by_position) else 0.5
+        probs[0, i, 10 + i] = c
+        probs[0, i, 4] = 1 - c
+    seen = []
+
+    def fixed(x_t, t, cond, scale, need_weights=False, cache=None):
+        seen.append(x_t.clone())
+        return probs.expand(x_t.shape[0], -1, -1).clamp_min(1e-9).log(), None
+
+    monkeypatch.setattr(model, "guided_log_probs", fixed)
+    return model, data, seen
+
+
+CONF = [0.6, 0.9, 0.7, 0.95]  # a canvas of 4 masks; position 3 is the most confident, then 1, 2, 0
+
+
+@pytest.mark.parametrize("order,first_commits", [
+    ("best_first", [3, 1, 2, 0]),  # by confidence
+    ("margin", [3, 1, 2, 0]),  # margins |2c - 1|: 0.2, 0.8, 0.4, 0.9
+    ("left_to_right", [0, 1, 2, 3]),
+    ("blocks", [1, 0, 3, 2]),  # block [0, 1] first (1 before 0), then block [2, 3] (3 before 2)
+])
+def test_each_committing_order_writes_the_positions_worked_out_by_hand(monkeypatch, order, first_commits):
+    model, data, seen = _fixed_model(monkeypatch, CONF)
+    L = data.ids.shape[1]
+    canvas = torch.full((1, L), model.pad_id)
+    canvas[0, :4] = model.mask_id
+    out = model.sample(data.condition(torch.arange(1)), order=order, init_ids=canvas, trajectory=True)
+    order_seen = []
+    for (_, before), (_, after) in zip(out["trajectory"], out["trajectory"][1:]):
+        order_seen += ((before != after).nonzero()[:, 1]).tolist()
+    assert order_seen == first_commits
+    assert out["passes"] == 4.0 and len(seen) == 4  # one call per committed token
+    assert (out["ids"] != model.mask_id).all()
+    assert out["ids"][0, :4].tolist() == [10, 11, 12, 13]  # each position its proposed token
+
+
+def test_mask_predict_rewrites_the_least_confident_words(monkeypatch):
+    model, data, seen = _fixed_model(monkeypatch, CONF)
+    L = data.ids.shape[1]
+    canvas = torch.full((1, L), model.pad_id)
+    canvas[0, :4] = model.mask_id
+    out = model.sample(data.condition(torch.arange(1)), order="mask_predict", init_ids=canvas)
+    # 3 iterations over n = 4: all 4 written, then 4 * 2 // 3 = 2 re-masked (the least confident: 0 and 2),
+    # then 4 * 1 // 3 = 1 (position 0, confidence 0.6)
+    masked = [(x[0, :4] == model.mask_id).nonzero()[:, 0].tolist() for x in seen]
+    assert masked == [[0, 1, 2, 3], [0, 2], [0]]
+    assert out["passes"] == 3.0
+    assert (out["ids"] != model.mask_id).all() and out["ids"][0, 4:].eq(model.pad_id).all()

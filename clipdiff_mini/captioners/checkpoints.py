@@ -105,7 +105,8 @@ _NOT_IDENTITY = ("eval_images", "checkpoint_every")
 SAMPLING_ONLY: dict[str, tuple[str, ...]] = {
     "continuous": ("guidance_scale", "sampler", "sample_steps", "length_choice", "length_beam", "clamp",
                    "drop_repeats"),
-    "ddcap": ("order", "tokens_per_step", "sample_tokens", "guidance_scale", "length_choice"),
+    "ddcap": ("order", "tokens_per_step", "sample_tokens", "guidance_scale", "length_choice", "block_size",
+              "iterations"),
     "autoregressive": ("beam", "length_penalty", "use_cache"),
 }
 

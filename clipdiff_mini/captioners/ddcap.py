@@ -56,7 +56,7 @@ import torch.nn.functional as F
 
 from clipdiff_mini.captioners.length import LengthHead, caption_lengths
 from clipdiff_mini.diffusion.discrete import (ancestral_step, carry_over_log_probs, mask_elbo_weight, mask_schedule,
-                                              unmask_best_first)
+                                              remask_least_confident, unmask_ordered)
 from clipdiff_mini.diffusion.text_diffusion import timestep_embedding
 
 Tensor = torch.Tensor
@@ -340,25 +340,55 @@ class DDCapCaptioner(nn.Module):
                 x = new
                 calls += active.float()
                 traj.append((t, x.cpu()))
-        elif order == "best_first":
+        elif order in _COMMIT_ORDERS:  # K masks committed per call, chosen by the order, never re-masked
+            rank_by, block = _COMMIT_ORDERS[order], (c.block_size if order == "blocks" else 0)
             while (x == self.mask_id).any():
                 m = (x == self.mask_id).sum(-1)  # (B,) masks left
                 t = (m * self.sched.T // n_masked.clamp_min(1)).clamp(1, self.sched.T)  # DDCap: floor(m T / n)
                 logp, w = self.guided_log_probs(x, t, cond, scale, attention, cache)
-                new = unmask_best_first(logp.exp(), x, self.mask_id, K, sample=c.sample_tokens, generator=generator)
+                new = unmask_ordered(logp.exp(), x, self.mask_id, K, rank_by=rank_by, block=block,
+                                     sample=c.sample_tokens, generator=generator)
                 if attention:
                     attn = torch.where(((x == self.mask_id) & (new != self.mask_id))[..., None], w, attn)
                 calls += (m > 0).float()
                 x = new
                 traj.append((int(t.max()), x.cpu()))
+        elif order == "mask_predict":  # Mask-Predict: write every mask, then re-mask the least confident
+            fillable = x == self.mask_id  # (B, L) the positions this sampler writes
+            conf = torch.zeros(x.shape, device=dev)  # (B, L)
+            iters = max(1, c.iterations)
+            for i in range(iters):
+                masked = x == self.mask_id
+                m = masked.sum(-1)
+                t = (m * self.sched.T // n_masked.clamp_min(1)).clamp(1, self.sched.T)
+                logp, w = self.guided_log_probs(x, t, cond, scale, attention, cache)
+                p = logp.exp()
+                p[..., self.mask_id] = 0.0  # never write [MASK]
+                best, token = p.max(-1)  # (B, L)
+                new = torch.where(masked, token, x)
+                conf = torch.where(masked, best, conf)
+                if attention:
+                    attn = torch.where(masked[..., None], w, attn)
+                calls += (m > 0).float()
+                x = new
+                traj.append((int(t.max()), x.cpu()))
+                if i < iters - 1:  # iteration i + 1 rewrites n (T' - i - 1) / T' of the words
+                    x = remask_least_confident(x, conf, fillable, n_masked * (iters - 1 - i) // iters, self.mask_id)
         else:
-            raise ValueError(f"ddcap.order={order!r}; allowed: 'best_first', 'random'")
+            raise ValueError(f"ddcap.order={order!r}; allowed: 'random', 'mask_predict', "
+                             + ", ".join(map(repr, _COMMIT_ORDERS)))
         out = {"ids": x, "passes": float(per_call * calls.mean()), "lengths": n}
         if trajectory:
             out["trajectory"] = traj
         if attention:
             out["attention"] = attn
         return out
+
+
+# the committing samplers: order name -> (ranking of `unmask_ordered`); "blocks" ranks by confidence
+# within semi-autoregressive blocks of ddcap.block_size positions
+_COMMIT_ORDERS = {"best_first": "confidence", "margin": "margin", "left_to_right": "left_to_right",
+                  "blocks": "confidence"}
 
 
 # ---- building, captioning, training ---------------------------------------------------------
