@@ -298,7 +298,7 @@ def test_guided_log_probs_with_the_memory_cache_equal_recomputing_it():
                               model.guided_log_probs(x, t, cond, 1.7, cache=cache)[0])
 
 
-@pytest.mark.parametrize("order", ["best_first", "random"])
+@pytest.mark.parametrize("order", ["best_first", "random", "mask_predict"])
 @pytest.mark.parametrize("scale", [1.0, 1.7])
 def test_sampling_with_the_memory_cache_gives_the_same_ids_as_recomputing_it_every_pass(order, scale):
     cfg = tiny_cfg(**{"captioner.layers": 2, "ddcap.order": order, "ddcap.guidance_scale": scale,
