@@ -15,6 +15,7 @@ Modules:
 - ``length``     -- the caption length from the picture: DDCap's length head, also a CLIP-DiffusionLM switch
 - ``continuous`` -- CLIP-DiffusionLM, continuous diffusion over word vectors (notebook 05)
 - ``ddcap``      -- DDCap, masked discrete diffusion with cross-attention to the CLIP grid (notebook 07)
+- ``diagnosis``  -- teacher-forced accuracies: a masked model at each mask ratio, the autoregressive next word
 - ``distillation`` -- sequence-level distillation: a diffusion captioner trained on the autoregressive decoder's captions
 - ``autoregressive`` -- the baseline: a causal transformer decoder, greedy and beam search with a key-value cache (notebook 08)
 - ``ablations``  -- the papers' ablation tables rerun, one trained model per row (a command)
