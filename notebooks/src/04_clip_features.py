@@ -217,9 +217,8 @@ for rho, d in [(0.5, 1), (0.8, 2), (0.95, 4)]:
 # the sizes, and two training choices, are ours.
 #
 # * **Image tower: a small convolutional network.** A first attempt with a
-#   small ViT (64 x 64 pictures cut into 8 x 8 patches, 4 layers) learned
-#   colours and counts but recognised the *shape* of an object barely above
-#   chance after five CPU minutes: a transformer has to learn from data what
+#   small ViT learned colours and counts but barely recognised the *shape*
+#   of an object in a CPU budget: a transformer has to learn from data what
 #   edges and corners are. A convolution has that prior built in. open_clip's
 #   `ModifiedResNet` (the tower of the original CLIP RN50: a 3-convolution
 #   stem, four stages of bottleneck blocks, attention pooling instead of
@@ -246,51 +245,21 @@ for rho, d in [(0.5, 1), (0.8, 2), (0.95, 4)]:
 #   The finished checkpoint is written once; running this cell again (or a
 #   later notebook) just loads it.
 #
-# **What limits it: shape.** Before settling on these settings we measured
-# (on a CPU shared with other jobs, one thread per run; linear probe of the
-# pooled embedding on validation, shape and colour of the largest object;
-# these probes used a fixed L2 weight of 1e-3, which reads a few points lower
-# than the probe of section 4, see there):
-#
-# | variant | steps | shape | colour | count | image->text R@1 |
-# |---|---|---|---|---|---|
-# | ResNet, 16-channel stem, 64 px, 2-layer text tower | 600 | 0.43 | 0.98 | 0.96 | 0.35 |
-# | same, pictures upsampled to 128 px (4 x slower) | 400 | 0.48 | 0.98 | 0.94 | 0.33 |
-# | same, 32-channel stem (2 x slower) | 600 | 0.37 | 0.97 | 0.95 | 0.36 |
-# | same, half the batches share a caption word | 600 | 0.38 | 0.98 | 0.96 | 0.36 |
-# | same, learning rate 3e-3 | 600 | 0.35 | 0.95 | 0.95 | 0.31 |
-# | same, hard negative captions | 600 | 0.46 | 0.97 | 0.95 | 0.38 |
-# | same, initial temperature 0.02 | 600 | 0.46 | 0.98 | 0.97 | 0.38 |
-# | same, batch 512 (4 x slower) | 300 | 0.54 | 0.98 | 0.97 | 0.47 |
-# | baseline, longer | 1200 | 0.57 | 0.96 | 0.95 | 0.45 |
-# | hard negatives and temperature 0.02 | 2400 | 0.82 | 0.99 | 1.00 | 0.72 |
-# | same, 1-layer 64-wide text tower (2 x faster per step) | 6000 | 0.88 | 0.96 | 0.99 | 0.76 |
-# | same, 3000 steps, joint embedding 256 instead of 128 | 3000 | 0.90 | 0.97 | 0.99 | 0.75 |
-# | same, joint embedding 512 (**the laptop profile**) | 3000 | 0.93 | 0.97 | 1.00 | 0.75 |
-# | *the same tower trained supervised on the shape label* | 400 | 0.97 | | | |
-#
-# Colour, size and count are learned within a few hundred steps whatever we
-# do. Shape is not: it creeps up, then rises steeply after 1,000-2,000 steps
-# once the text tower separates "circle" from "square" (early on their text
-# embeddings have cosine 0.8; the model treats them as one word). The last
-# row shows that the tower *can* see shapes within 400 steps when told the
-# label directly, so the bottleneck is the contrastive signal, not the
-# architecture or the resolution: in a random batch almost every caption is
-# already singled out by its colours and counts, and shape words add little
-# to the loss. What helps is what sharpens that signal (hard negatives, a
-# sharper softmax, bigger batches) and more steps.
-#
-# The last lever was a surprise: **the width of the joint embedding**. With
-# 128 dimensions the pooled vector held the largest object's shape at 0.88
-# even after 6,000 steps, while a probe of the same run's patch tokens
-# (the tower's grid *before* the attention pool and the projection) read it
-# at 0.97. The tower had learned shape; the 128-dimensional vector, which
-# must describe up to four objects with their colours, sizes and shapes,
-# had no room to keep which shape belongs to the biggest one. Widening it to
-# 512 (the width of ViT-B/32's embedding, so later notebooks see the same
-# size on both routes) costs almost nothing, as it only changes the last
-# linear maps, and gave 0.93 in half the steps. The laptop profile trains
-# 3,000 steps, about 9 minutes on two idle cores.
+# **What limits it: shape.** Colour, size and count are learned within a
+# few hundred steps whatever the settings. Shape is learned last, and only
+# once the text tower tells "circle" from "square" (early on the model
+# treats them as one word). The same tower trained on the shape label
+# directly learns it quickly, so the bottleneck is the contrastive signal,
+# not the architecture: in a random batch almost every caption is already
+# singled out by its colours and counts, and shape words add little to the
+# loss. What helps is what sharpens that signal (hard negatives, a sharper
+# softmax, bigger batches), more steps, and a joint embedding wide enough to
+# keep which shape belongs to which object: a narrow pooled vector lost the
+# shape that the tower's own grid still held, so the embedding is as wide
+# as ViT-B/32's (`clip.embed_dim`), which costs only the last linear maps.
+# The variants that were tried, with their commands and probes, are in the
+# course's design log (`docs/design_log.md`). The cell below prints this
+# run's steps, seconds and memory.
 
 # %%
 ckpt_path = scratch_checkpoint_path(scfg)
@@ -467,8 +436,8 @@ for attr, (acc, chance) in zs.items():
 # A probe needs one setting, the strength of its L2 penalty, and the answer
 # depends on it: too strong and the probe under-reads the features. A fixed
 # weight of 1e-3, which we used at first, read the shape of the largest
-# object at 0.89 from the 512-wide embedding; the same features read 0.93
-# with a weaker penalty. So `linear_probe` chooses the weight itself, from
+# object a few points lower than a weaker penalty on the same features
+# (the design log has the numbers). So `linear_probe` chooses the weight itself, from
 # 1e-5 to 1e-2, on a fifth of the *training* pictures held out for the
 # purpose, then refits on all of them (CLIP's linear-probe protocol). The
 # validation pictures never choose anything; they only score.
@@ -555,36 +524,44 @@ print("pooled-embedding probes at 0.9 or more for colour, shape, size and count:
 # * In the `ci` profile the model has trained for a few seconds and all of
 #   this is noise; run the `laptop` profile for real numbers.
 #
-# **What we measured.** The `laptop` profile (3,000 steps of batch 128,
-# 512-wide joint embedding, one-layer 64-wide text tower) trained in 579 s
-# on 2 idle CPU cores (5.2 steps/s, peak memory 1.1 GB); features for the
-# 10,000 training pictures and their 50,000 captions then took 8 s, the
-# validation split under 1 s, and the probes of this section about 2
-# minutes. On the validation split:
-#
-# * retrieval: image-to-text R@1/5/10 0.76/0.96/0.99, text-to-image
-#   0.36/0.64/0.73 (chance 0.001/0.005/0.01);
-# * linear probes of the pooled embedding: colour 0.98, **shape 0.94**,
-#   size 1.00 of the largest object, count 0.99, all above 0.9; the patch
-#   tokens read the same within a point (shape 0.95);
-# * relations: 0.52 from the pooled embedding (majority class 0.31), 0.78
-#   from the patch tokens, and zero-shot at chance (0.25 against 0.25);
-# * the untrained control reads colour (0.93) and size (0.95) almost as
-#   well, but shape only at 0.52 and relations at 0.41: shape is what
-#   contrastive training added.
-#
-# With 530 validation pictures that have a single largest object, a probe
-# accuracy near 0.94 has a standard error of about 0.01. A second training
-# seed (`seed=1`, 583 s) gave pooled colour 0.98, shape 0.95, size 1.00,
-# count 0.99 and relations 0.44 (patch tokens: shape 0.95, relations 0.76).
-# Shape was the bottleneck throughout (see the table in
-# section 2): it is the last attribute the model learns and the one that the
-# narrower embeddings lost. For the captioners this means: both kinds of
-# features name colours, sizes, counts and (mostly) shapes; relations are
-# weak in the pooled vector that CLIP-DiffusionLM sees and only partly
-# present in the patch tokens that DDCap attends to, so expect captions whose
-# words are right and whose "left of" is often wrong. On a GPU, raise
-# `TRAIN_STEPS`; the `colab` profile also offers the pretrained CLIPs below.
+# **What this run measured**, printed from its own variables (a different
+# profile, seed or machine changes the numbers; earlier runs are in the
+# design log):
+
+# %%
+shape_p, shape_n = probe["pooled", "shape"]["accuracy"], probe["pooled", "shape"]["n_val"]
+rel = {k: probe[k, "relation"]["accuracy"] for k in ("pooled", "patches", "untrained")}
+print("\n".join([
+    f"- CLIP: {info['steps']} steps of batch {scfg.clip.batch_size} in {info['seconds']:.0f} s "
+    f"({info['steps_per_second']:.2f} steps/s on {info['threads']} threads, peak memory {info['peak_rss_mb']:.0f} MiB"
+    f"{'; checkpoint reused' if existed else ''}); features: train {times['train']:.1f} s, val {times['val']:.1f} s.",
+    f"- Retrieval on val, R@1/5/10: image to text " + "/".join(f"{rec[f'i2t_R@{k}']:.2f}" for k in (1, 5, 10)) +
+    ", text to image " + "/".join(f"{rec[f't2i_R@{k}']:.2f}" for k in (1, 5, 10)) +
+    " (chance " + "/".join(f"{rec[f'i2t_R@{k}_chance']:.3f}" for k in (1, 5, 10)) + ").",
+    "- Linear probes of the pooled embedding: " + ", ".join(
+        f"{a} {probe['pooled', a]['accuracy']:.2f}" for a in main_targets) +
+    "; patch tokens: " + ", ".join(f"{a} {probe['patches', a]['accuracy']:.2f}" for a in main_targets) + ".",
+    f"- Shape of the largest object: {shape_p:.2f} on {shape_n} val pictures, a standard error of about "
+    f"{(shape_p * (1 - shape_p) / shape_n) ** 0.5:.3f}; the untrained network reads it at "
+    f"{probe['untrained', 'shape']['accuracy']:.2f} (colour {probe['untrained', 'colour']['accuracy']:.2f}, "
+    f"size {probe['untrained', 'size']['accuracy']:.2f}).",
+    f"- Relations: pooled {rel['pooled']:.2f}, patch tokens {rel['patches']:.2f}, untrained {rel['untrained']:.2f} "
+    f"(majority class {probe['pooled', 'relation']['majority']:.2f}); zero-shot {zs['relation'][0]:.2f} "
+    f"against chance {zs['relation'][1]:.2f}.",
+    f"- So the patch tokens {'hold' if rel['patches'] > rel['pooled'] + 0.05 else 'do not clearly hold'} more of the "
+    f"layout than the pooled vector, and contrastive training added "
+    f"{shape_p - probe['untrained', 'shape']['accuracy']:+.2f} to the shape probe over the untrained network.",
+]))
+
+# %% [markdown]
+# For the captioners: colours, sizes and counts are easy for both kinds of
+# features; shape is what contrastive training adds over random features,
+# and the last attribute it learns; relations are the weak point, weakest in
+# the pooled vector that CLIP-DiffusionLM sees, so expect captions whose
+# words are right and whose "left of" is often wrong, and check the lines
+# above for how much the patch tokens that DDCap attends to recover. On a
+# GPU, raise `TRAIN_STEPS`; the `colab` profile also offers the pretrained
+# CLIPs below.
 
 # %% [markdown]
 # ## 5. Pretrained CLIP
