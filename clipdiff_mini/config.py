@@ -155,7 +155,7 @@ class CaptionerConfig:
     """What every captioner of notebooks 05-08 shares: size, optimiser, training loop."""
 
     width: int = 96  # transformer width (DistilBERT's dim); 96 x 3 layers made 2000 steps in 8 laptop minutes,
-    layers: int = 3  # 128 x 4 only 660 and learned less (notebook 05, section 11)
+    layers: int = 3  # 128 x 4 only 660 and learned less (docs/design_log.md)
     heads: int = 4
     dropout: float = 0.0
     grid: str = "none"  # CLIP spatial grid beside the pooled vector: "fine" (4x4 at 64 px), "coarse" (2x2), "none"
@@ -191,7 +191,7 @@ class ContinuousConfig:
     # the words until t ~ 0.7 T (the schedule is mostly trivial), at 0.25 the hard part starts near 0.2 T
     fusion: str = "concat"  # paper 5.1: CLIP feature as extra tokens ("concat") or added to every position ("add")
     cond_norm: bool = True  # LayerNorm on the projected CLIP tokens (a pooled vector is 0.04 per coordinate)
-    lr_scale: float = 2.0  # this denoiser's peak learning rate is captioner.lr times this (notebook 05, section 11:
+    lr_scale: float = 2.0  # this denoiser's peak learning rate is captioner.lr times this (docs/design_log.md:
     # 2e-3 against 1e-3 at laptop size)
     text_feature: bool = False  # in training, also condition on the caption's CLIP text feature (the paper does;
     # it holds the very caption being denoised, and at sampling only the image feature can stand in for it)

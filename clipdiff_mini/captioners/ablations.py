@@ -81,7 +81,7 @@ CLIP_DIFFUSIONLM_ROWS: tuple[Row, ...] = (
 )
 
 # What limits the continuous captioner in a laptop budget: the runs that chose the course's defaults
-# (notebook 05, section 11), each rerunnable. Scale 1.0 was the earlier default.
+# (docs/design_log.md), each rerunnable. Scale 1.0 was the earlier default.
 _OLD = {"continuous.embed_scale": 1.0}
 _DDIM10 = {"continuous.sampler": "ddim", "continuous.sample_steps": 10}
 _FEEDBACK5 = {"continuous.sampler": "feedback", "continuous.sample_steps": 5}
@@ -98,7 +98,7 @@ BUDGET_ROWS: tuple[Row, ...] = (
     Row("w96x3-s0.25-20min", "budget", {"captioner.train_minutes": 20}, _FEEDBACK5, note="where the curve goes"),
 )
 
-# How the course's recipe got past the plain one (notebook 05, section 11): one lever added per row, each
+# How the course's recipe got past the plain one (docs/design_log.md): one lever added per row, each
 # row trained for the same 3000 steps (not minutes, so a busy machine does not change the rows), scored
 # with five feed-back passes unless the row says otherwise. Every row spells out all its switches, so the
 # table does not move when the course's defaults do.

@@ -111,7 +111,7 @@ print(f"grids: CLIP-DiffusionLM {cfg_c.captioner.grid!r}, DDCap {cfg_d.captioner
 #
 # Each model reads the CLIP grid its notebook chose: CLIP-DiffusionLM the
 # profile's grid (on a laptop the pooled vector alone, which did better than
-# the grid in notebook 05's budget runs), DDCap the 4x4 grid by cross-attention, and
+# the grid in the budget runs of `docs/design_log.md`), DDCap the 4x4 grid by cross-attention, and
 # the autoregressive decoder, by the parameter `AR_GRID` (default the 4x4
 # grid, the same features as DDCap), as prefix tokens in front of the
 # caption (ClipCap). All three have the width and depth of `captioner` and
