@@ -47,6 +47,7 @@ from clipdiff_mini.captioners import (accuracy_by_objects, build_ddcap_captioner
 from clipdiff_mini.captioners.ablations import DDCAP_ROWS, format_table, run_rows
 from clipdiff_mini.captioners.autoregressive import ar_caption_fn, train_autoregressive
 from clipdiff_mini.captioners.ddcap import concentrated_attention_mask
+from clipdiff_mini.captioners.diagnosis import masked_token_accuracy, next_token_accuracy
 from clipdiff_mini.captioners.distillation import reference_disagreement, teacher_config
 from clipdiff_mini.captioners.length import caption_lengths, length_canvas
 from clipdiff_mini.captioners.decoding import decode_captions, print_trajectory, repeat_rate
@@ -80,6 +81,8 @@ TRAIN_MINUTES = None  # retrains: a wall-clock safety cap (None: the profile's);
 ABLATION_ROWS_CI = ["c", "g"]  # rows trained here when no laptop table exists (ci size)
 SPEED_TOKENS_PER_STEP = [1, 2, 3, 4, 6]  # section 8: best-first K values measured
 N_SHOW = 8  # test pictures in the caption grid
+DIAG_IMAGES = 500  # section 11: validation pictures of the decoding-order diagnosis
+DIAG_ORDERS = ["best_first", "margin", "left_to_right", "blocks", "mask_predict"]  # section 11: orders compared
 
 # %%
 cfg = get_config(PROFILE, {
@@ -512,6 +515,43 @@ with torch.no_grad():
                             for lo in range(0, len(test), 250)])
 oracle = dict(zip(test.image_ids, decode_captions(oracle_ids, tok)))
 
+# %% [markdown]
+# **The decoding order**, on the same weights, with the predicted length and
+# with a reference's: best-first by probability (DDCap's), by the margin
+# between a position's two best words, left to right, best-first inside
+# blocks of `ddcap.block_size` positions taken left to right
+# (semi-autoregressive, as LLaDA decodes), and Mask-Predict, which writes
+# every position and then re-masks and rewrites its least confident words
+# for `ddcap.iterations` passes. All are sampling switches: nothing retrains.
+# Scored on the first `DIAG_IMAGES` validation pictures.
+
+# %%
+diag_val = val.subset(DIAG_IMAGES)
+first_val = torch.searchsorted(diag_val.owner, torch.arange(len(diag_val)))
+val_canvas = length_canvas(caption_lengths(diag_val.ids[first_val], tok.pad_id), diag_val.ids.shape[1], tok.mask_id,
+                           tok.pad_id)
+diag = {}
+REF_LENGTH = "a reference's"
+t0 = time.perf_counter()
+for order in DIAG_ORDERS:
+    for length, init in (("predicted", None), (REF_LENGTH, val_canvas)):
+        set_seed(cfg.seed)
+        out = model.sample(diag_val.condition(), order=order, init_ids=init)
+        m = evaluate_captions(dict(zip(diag_val.image_ids, decode_captions(out["ids"], tok))), diag_val, coco=False)
+        diag[order, length] = {**m, "passes": out["passes"]}
+print(f"{len(diag)} decodings of {len(diag_val)} validation pictures in {time.perf_counter() - t0:.0f} s\n")
+print(f"{'order':15s}{'length':>15s}{'scene acc.':>12s}{'obj. recall':>13s}{'repeated obj.':>15s}{'passes':>8s}")
+for (order, length), m in diag.items():
+    print(f"{order:15s}{length:>15s}{m['scene_accuracy']:12.3f}{m['object_recall']:13.3f}{m['repeated_object']:15.3f}"
+          f"{m['passes']:8.1f}")
+    log.add(f"diagnosis val scene_accuracy: {order}, {length} length", round(m["scene_accuracy"], 4),
+            object_recall=round(m["object_recall"], 4), repeated_object=round(m["repeated_object"], 4),
+            passes=round(m["passes"], 1))
+best_diag = max(diag, key=lambda k: diag[k]["scene_accuracy"] if k[1] == "predicted" else -1)
+print(f"\nbest order with the predicted length: {best_diag[0]} ({diag[best_diag]['scene_accuracy']:.3f}, against "
+      f"{diag['best_first', 'predicted']['scene_accuracy']:.3f} for DDCap's best-first); a reference's length moves "
+      f"best-first to {diag['best_first', REF_LENGTH]['scene_accuracy']:.3f}")
+
 # %%
 cfg_teacher = cfg.replace({"captioner.targets": "autoregressive"})
 t0 = time.perf_counter()
@@ -542,6 +582,34 @@ for name, m in remedy.items():
         log.add(f"remedy test {c}: {name}", round(m[c], 4))
 log.add("distilled student train seconds", round(student_record["train_seconds"], 1), steps=student_record["steps"],
         best_step=student_record["best"]["step"])
+
+# %% [markdown]
+# **What each model can predict**, teacher-forced on validation references:
+# the masked model's accuracy on the positions hidden at a given mask ratio
+# (the picture and the visible words given), against the autoregressive
+# decoder's accuracy on the next word (the picture and every earlier word
+# given). Best-first decoding starts at ratio 1, where the masked model
+# must guess a position from the picture alone.
+
+# %%
+ratios = [0.1, 0.25, 0.5, 0.75, 1.0]
+masked_acc = masked_token_accuracy(model, val, ratios)
+masked_acc_student = masked_token_accuracy(student, val, ratios)
+next_acc = next_token_accuracy(teacher, teacher_data["val"])
+fig, ax = plt.subplots(figsize=(6, 3.2))
+ax.plot(ratios, [masked_acc[r] for r in ratios], marker="o", label="DDCap, references")
+ax.plot(ratios, [masked_acc_student[r] for r in ratios], marker="o", label="DDCap, autoregressive teacher")
+ax.axhline(next_acc, color="k", ls="--", label="autoregressive: next word")
+ax.set_xlabel("mask ratio")
+ax.set_ylabel("token accuracy (val references)")
+ax.legend()
+plt.show()
+print("mask ratio  " + "  ".join(f"{r:5.2f}" for r in ratios))
+print("references  " + "  ".join(f"{masked_acc[r]:5.3f}" for r in ratios))
+print("teacher     " + "  ".join(f"{masked_acc_student[r]:5.3f}" for r in ratios))
+print(f"autoregressive next-word accuracy: {next_acc:.3f}")
+_ = log.add("masked token accuracy at ratio 1 (references)", round(masked_acc[1.0], 4))
+_ = log.add("autoregressive next-token accuracy", round(next_acc, 4))
 
 # %%
 ref_m, orc_m = remedy["DDCap, references (section 5)"], remedy["DDCap, references, oracle length"]
