@@ -1,12 +1,13 @@
 """Probe labels from scenes, the linear probe, zero-shot scoring and retrieval recall."""
 import itertools
+import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from clipdiff_mini.clip.probes import (class_names, linear_probe, probe_attributes, probe_labels, relation_label,
-                                  zero_shot_accuracy,
-                                  zero_shot_templates)
+from clipdiff_mini.clip.probes import (_fit_logistic, class_names, linear_probe, principal_axes, probe_attributes,
+                                       probe_labels, relation_label, zero_shot_accuracy, zero_shot_templates)
 from clipdiff_mini.clip.retrieval import retrieval_recall
 from clipdiff_mini.data.scenes import COLOURS, RELATIONS, SHAPES, SIZES
 
@@ -75,6 +76,105 @@ def test_linear_probe_reads_separable_classes_and_not_noise():
     assert linear_probe(x[:400], y_missing[:400], x[400:], y[400:])["n_train"] == 300
 
 
+def gaussian_classes(n, means, mix, g):
+    """Rows of K Gaussian classes with identity covariance around `means` (K, F), equal priors,
+    seen through the invertible linear map `mix` (F, F). Returns features, labels and the labels
+    of the Bayes rule (the nearest true mean, before the map)."""
+    y = torch.randint(0, len(means), (n,), generator=g)
+    clean = means[y] + torch.randn(n, means.shape[1], generator=g)  # (n, F)
+    bayes = torch.cdist(clean, means).argmin(1)
+    return clean @ mix, y, bayes
+
+
+def correlated_mix(f, g, condition=30.0):
+    """A random (F, F) map with singular values from 1 down to 1/condition: correlated features
+    (much more ill-conditioned, and the L2 penalty, fixed on standardised features, starts to
+    hide the weakest directions: the probe reads less than the Bayes rule)."""
+    q1, _ = torch.linalg.qr(torch.randn(f, f, generator=g))
+    q2, _ = torch.linalg.qr(torch.randn(f, f, generator=g))
+    return q1 @ torch.diag(torch.logspace(0, -math.log10(condition), f)) @ q2
+
+
+def test_linear_probe_reaches_the_bayes_accuracy_on_correlated_features():
+    g = torch.Generator().manual_seed(5)
+    # two classes, means 2 apart: Bayes accuracy Phi(1) in closed form
+    means = torch.zeros(2, 20)
+    means[1, 0] = 2.0
+    mix = correlated_mix(20, g)
+    x, y, bayes = gaussian_classes(8000, means, mix, g)
+    res = linear_probe(x[:3000], y[:3000], x[3000:], y[3000:])
+    phi1 = 0.5 * (1 + math.erf(1 / math.sqrt(2)))
+    assert abs((bayes[3000:] == y[3000:]).float().mean().item() - phi1) < 0.015  # the sample agrees with the formula
+    assert abs(res["accuracy"] - phi1) < 0.02
+    # four classes: the Bayes rule's accuracy on the same validation rows; far apart, they are separable
+    for scale, lo, hi in ((0.3, 0.6, 0.95), (1.2, 0.999, 1.0)):
+        means = torch.randn(4, 30, generator=g) * scale
+        x, y, bayes = gaussian_classes(8000, means, correlated_mix(30, g), g)
+        res = linear_probe(x[:4000], y[:4000], x[4000:], y[4000:])
+        bayes_acc = (bayes[4000:] == y[4000:]).float().mean().item()
+        assert lo <= bayes_acc <= hi and abs(res["accuracy"] - bayes_acc) < 0.02
+
+
+def test_linear_probe_minimises_the_same_objective_as_scikit_learn():
+    from sklearn.linear_model import LogisticRegression
+
+    g = torch.Generator().manual_seed(6)
+    means = torch.randn(3, 12, generator=g) * 0.6
+    x, y, _ = gaussian_classes(1500, means, correlated_mix(12, g, condition=100.0), g)
+    xt, yt, xv, yv = x[:1000], y[:1000], x[1000:], y[1000:]
+    wd = 1e-3
+    res = linear_probe(xt, yt, xv, yv, weight_decay=wd)
+    # independent optimiser: mean CE + wd |W|^2 on the standardised features is C * sum CE + |W|^2 / 2
+    mu, sigma = xt.mean(0), xt.std(0, unbiased=False)
+    ref = LogisticRegression(C=1 / (2 * wd * len(yt)), tol=1e-10, max_iter=10_000)
+    ref.fit(((xt - mu) / sigma).double().numpy(), yt.numpy())
+    assert abs(res["accuracy"] - ref.score(((xv - mu) / sigma).double().numpy(), yv.numpy())) <= 1 / len(yv) + 1e-9
+    assert abs(res["train_accuracy"] - ref.score(((xt - mu) / sigma).double().numpy(), yt.numpy())) <= 1 / len(yt) + 1e-9
+
+
+def test_preconditioned_fit_reaches_the_optimum_in_a_few_dozen_steps():
+    from sklearn.linear_model import LogisticRegression
+
+    g = torch.Generator().manual_seed(6)
+    means = torch.randn(3, 12, generator=g) * 0.6
+    x, y, _ = gaussian_classes(1000, means, correlated_mix(12, g, condition=100.0), g)
+    s = ((x - x.mean(0)) / x.std(0, unbiased=False)).double()  # (N, F) standardised
+    (r,), variance = principal_axes(x)
+
+    def objective(z, w, b, wd):
+        return (F.cross_entropy(z.double() @ w.double() + b.double(), y) + wd * (w.double() ** 2).sum()).item()
+
+    for wd in (1e-3, 1e-5):
+        # the optimum, from scikit-learn run to a tight tolerance
+        ref = LogisticRegression(C=1 / (2 * wd * len(y)), tol=1e-12, max_iter=100_000).fit(s.numpy(), y.numpy())
+        best = objective(s, torch.from_numpy(ref.coef_.T), torch.from_numpy(ref.intercept_), wd)
+        w, b = _fit_logistic(r, y, 3, wd, variance, max_iter=25)  # (F, K), (K,)
+        # (without the preconditioner, 25 steps left the objective 3e-4 and 3e-2 above the optimum)
+        assert -1e-6 < objective(r, w, b, wd) - best < 1e-6
+
+
+def test_principal_axes_rotate_the_standardised_features():
+    g = torch.Generator().manual_seed(7)
+    mix = torch.randn(6, 6, generator=g)
+
+    def rows(n):  # six correlated features, then a duplicated and a constant one
+        x = torch.randn(n, 6, generator=g) @ mix
+        return torch.cat([x, x[:, :1], torch.full((n, 1), 3.0)], 1)
+
+    x, v = rows(300), rows(40)
+    (rt, rv), variance = principal_axes(x, v)
+    assert rt.shape == (300, 6) and rv.shape == (40, 6) and variance.shape == (6,)  # two axes without variance
+    # uncorrelated, with the returned variances
+    cov = torch.cov(rt.double().T)
+    assert torch.allclose(cov, torch.diag(variance.double()), atol=1e-4)
+    # a rotation of the standardised features: distances between rows are kept
+    mu, sigma = x.mean(0), x.std(0, unbiased=False)
+    sigma[sigma < 1e-6] = 1.0  # scikit-learn leaves constant features unscaled
+    s = (torch.cat([x, v]) - mu) / sigma
+    r = torch.cat([rt, rv]).double()
+    assert torch.allclose(torch.cdist(s.double(), s.double()), torch.cdist(r, r), atol=1e-4)
+
+
 def test_linear_probe_chooses_its_weight_decay_on_training_rows_only():
     g = torch.Generator().manual_seed(3)
     means = torch.randn(3, 40, generator=g) * 0.4  # weak signal spread over many features
@@ -95,6 +195,8 @@ def test_linear_probe_chooses_its_weight_decay_on_training_rows_only():
         linear_probe(xt, yt, xv, yv, weight_decay=())
     with pytest.raises(ValueError, match="holdout"):
         linear_probe(xt, yt, xv, yv, holdout=1.5)
+    with pytest.raises(ValueError, match="labelled"):
+        linear_probe(xt, torch.full_like(yt, -1), xv, yv)
 
 
 def test_probe_attributes_runs_every_target_on_every_feature_set():

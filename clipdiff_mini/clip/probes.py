@@ -115,34 +115,83 @@ def probe_labels(scenes: Sequence[Mapping[str, Any]], max_objects: int | None = 
 # A single fixed weight (1e-3) under-fitted the 512-wide CLIP embedding
 # (notebook 04): the right amount depends on the feature width and the data.
 PROBE_WEIGHT_DECAYS = (1e-5, 1e-4, 1e-3, 1e-2)
+# Principal axes whose variance is below this share of the largest one are dropped: constant or
+# duplicated features, along which a probe can read nothing (the penalty holds their weights at 0).
+AXIS_VARIANCE_TOL = 1e-10
 
 
-def _fit_logistic(zt: torch.Tensor, yt: torch.Tensor, k: int, weight_decay: float, max_iter: int,
-                  init: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """W (F, K), b (K,) minimising ``mean CE(z W + b, y) + weight_decay * |W|^2``
+def principal_axes(train_x: torch.Tensor, *others: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Standardised features in the basis of their principal axes.
+
+    ``r = (s - mean(s)) V`` with ``s = (x - mu) / sigma`` (mu, sigma: mean
+    and std of each feature over the rows of `train_x`, labelled or not) and
+    ``V`` the eigenvectors of the covariance of ``s`` on those rows
+    (scikit-learn's ``StandardScaler`` and ``PCA``). ``V`` is orthogonal,
+    so a linear probe with an L2 penalty reads the same from ``r`` as from
+    ``s``; in this basis the features are uncorrelated, which lets
+    `linear_probe` precondition its fit. Returns ``[r_train (N, F'),
+    *r_others (M, F')]`` (float32) and the variance along each axis (F',),
+    axes below `AXIS_VARIANCE_TOL` of the largest dropped.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
+    pipe = make_pipeline(StandardScaler(), PCA(svd_solver="covariance_eigh"))
+    with threadpool_limits(1):  # one BLAS thread, as in _fit_logistic
+        rotated = [pipe.fit_transform(train_x.flatten(1).double().numpy())]  # (N, F)
+        rotated += [pipe.transform(x.flatten(1).double().numpy()) for x in others]
+    variance = torch.from_numpy(pipe[-1].explained_variance_).float()  # (F,), largest first
+    keep = int((variance > AXIS_VARIANCE_TOL * variance[0]).sum()) if len(variance) else 0
+    return [torch.from_numpy(r[:, :keep]).float() for r in rotated], variance[:keep]
+
+
+def _fit_logistic(r: torch.Tensor, y: torch.Tensor, k: int, weight_decay: float, variance: torch.Tensor,
+                  max_iter: int, init: tuple[torch.Tensor, torch.Tensor] | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """W (F, K), b (K,) minimising ``mean CE(r W + b, y) + weight_decay * |W|^2``
     by full-batch L-BFGS (convex: no learning rate or seed to tune), from
-    zero or from `init` (a warm start)."""
-    w = torch.zeros(zt.shape[1], k) if init is None else init[0].clone()
+    zero or from `init` (a warm start).
+
+    Preconditioned: the features `r` are uncorrelated with variances
+    `variance` (`principal_axes`), so the Hessian of the objective is about
+    ``diag(c * variance + 2 * weight_decay)`` (c <= 1/4, the curvature of
+    the softmax). L-BFGS runs on ``U = W / d`` with
+    ``d = (variance / 4 + 2 * weight_decay)^(-1/2)``, whose Hessian is then
+    near the identity: the objective is unchanged, but the fit converges in
+    tens of steps where the plain one needed thousands.
+
+    Hand-written on torch's L-BFGS rather than scikit-learn's
+    ``LogisticRegression``, which minimises the same objective but cannot
+    be preconditioned: on the correlated CLIP features it was as slow as the
+    unpreconditioned fit (docs/design_log.md, "Linear probes").
+    """
+    d = (variance / 4 + 2 * weight_decay).rsqrt()  # (F,)
+    u = torch.zeros(r.shape[1], k) if init is None else init[0] / d[:, None]  # (F, K)
     b = torch.zeros(k) if init is None else init[1].clone()
-    w.requires_grad_(True)
+    u.requires_grad_(True)
     b.requires_grad_(True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
+    rd = r * d  # (N, F): r W = (r * d) U
+    opt = torch.optim.LBFGS([u, b], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
                             tolerance_grad=1e-6, tolerance_change=1e-9)
 
     def closure():
         opt.zero_grad()
-        loss = F.cross_entropy(zt @ w + b, yt) + weight_decay * (w * w).sum()
+        w = d[:, None] * u  # (F, K)
+        loss = F.cross_entropy(rd @ u + b, y) + weight_decay * (w * w).sum()
         loss.backward()
         return loss
 
     threads = torch.get_num_threads()
-    if zt.numel() < 2_000_000:  # small problems: one thread is as fast, and immune to a busy machine
-        torch.set_num_threads(1)
+    # One thread: on 2 cores shared with another job, two threads made a fit 3-4 times slower
+    # (docs/design_log.md, "Linear probes"); alone, one is about as fast on problems this small.
+    torch.set_num_threads(1)
     try:
         opt.step(closure)
     finally:
         torch.set_num_threads(threads)
-    return w.detach(), b.detach()
+    return (d[:, None] * u).detach(), b.detach()
 
 
 def _accuracy(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> float:
@@ -151,35 +200,42 @@ def _accuracy(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: torch.Tensor
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor, *,
                  n_classes: int | None = None, weight_decay: float | Sequence[float] = PROBE_WEIGHT_DECAYS,
-                 holdout: float = 0.2, max_iter: int = 150, seed: int = 0) -> dict[str, Any]:
+                 holdout: float = 0.2, max_iter: int = 150, seed: int = 0,
+                 variance: torch.Tensor | None = None) -> dict[str, Any]:
     """Multinomial logistic regression on frozen features.
 
     Minimises ``mean CE(W z + b, y) + weight_decay * |W|^2`` over
-    standardised features ``z = (x - mu) / sigma`` (mu, sigma from the
-    training rows) with full-batch L-BFGS. When `weight_decay` lists several
-    values, each is fitted on a random (1 - `holdout`) of the training rows
-    and scored on the rest; the best (the larger weight on a tie) is refitted
-    on all training rows. The fits go from the strongest weight to the
-    weakest, each starting from the previous solution (a regularisation
-    path: the weakly regularised fits, slow from zero, then converge in a
-    few dozen steps). The validation rows never choose anything, as in
-    CLIP's linear-probe protocol. Rows labelled -1 are left out. Returns
-    validation and training accuracy, the chosen weight, chance (1 / classes)
-    and the majority-class rate on validation (the best constant guess).
+    standardised features ``z = (x - mu) / sigma`` (mu, sigma from all
+    training rows, labelled or not), in the basis of their principal axes
+    (`principal_axes`; the basis is orthogonal, so the probe is the same),
+    by preconditioned full-batch L-BFGS (`_fit_logistic`). When the
+    features come already in that basis (`probe_attributes` computes it
+    once per feature set), pass the variances of the axes as `variance`.
+
+    When `weight_decay` lists several values, each is fitted on a random
+    (1 - `holdout`) of the labelled training rows and scored on the rest;
+    the best (the larger weight on a tie) is refitted on all labelled
+    training rows. The fits go from the strongest weight to the weakest,
+    each starting from the previous solution (a regularisation path). The
+    validation rows never choose anything, as in CLIP's linear-probe
+    protocol. Rows labelled -1 are left out of the fits and the scores.
+    Returns validation and training accuracy, the chosen weight, the
+    held-out accuracy of each weight, chance (1 / classes) and the
+    majority-class rate on validation (the best constant guess).
     """
-    train_x, val_x = train_x.float().flatten(1), val_x.float().flatten(1)
     keep_t, keep_v = train_y >= 0, val_y >= 0
-    xt, yt, xv, yv = train_x[keep_t], train_y[keep_t], val_x[keep_v], val_y[keep_v]
-    if len(yt) == 0 or len(yv) == 0:
+    if not keep_t.any() or not keep_v.any():
         raise ValueError("no labelled rows to probe (all labels are -1)")
-    k = int(n_classes or (max(int(yt.max()), int(yv.max())) + 1))
-    mu, sigma = xt.mean(0), xt.std(0).clamp_min(1e-6)
-    zt, zv = (xt - mu) / sigma, (xv - mu) / sigma  # (N, F)
     grid = [float(weight_decay)] if isinstance(weight_decay, (int, float)) else sorted(map(float, weight_decay))
     if not grid or min(grid) < 0:
         raise ValueError(f"weight_decay must be a non-negative number or a non-empty list of them, got {weight_decay!r}")
     if not 0 < holdout < 1:
         raise ValueError(f"holdout must be a fraction in (0, 1), got {holdout}")
+    if variance is None:
+        (train_x, val_x), variance = principal_axes(train_x, val_x)
+    zt, yt = train_x.float().flatten(1)[keep_t], train_y[keep_t]  # (N, F)
+    zv, yv = val_x.float().flatten(1)[keep_v], val_y[keep_v]
+    k = int(n_classes or (max(int(yt.max()), int(yv.max())) + 1))
     held_out: dict[float, float] = {}
     if len(grid) > 1:
         perm = torch.randperm(len(yt), generator=torch.Generator().manual_seed(seed))
@@ -188,14 +244,14 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tens
         zf, yf, zh, yh = zt[fit_rows], yt[fit_rows], zt[hold_rows], yt[hold_rows]
         solutions, init = {}, None
         for wd in reversed(grid):  # strongest first
-            init = solutions[wd] = _fit_logistic(zf, yf, k, wd, max_iter, init)
+            init = solutions[wd] = _fit_logistic(zf, yf, k, wd, variance, max_iter, init)
             held_out[wd] = _accuracy(zh, yh, *init)
         best = max(held_out.values())
         chosen = max(wd for wd in grid if held_out[wd] == best)
         start = solutions[chosen]
     else:
         chosen, start = grid[0], None
-    w, b = _fit_logistic(zt, yt, k, chosen, max_iter, start)
+    w, b = _fit_logistic(zt, yt, k, chosen, variance, max_iter, start)
     majority = torch.bincount(yv, minlength=k).max().item() / len(yv)
     return {"accuracy": _accuracy(zv, yv, w, b), "train_accuracy": _accuracy(zt, yt, w, b), "weight_decay": chosen,
             "held_out_accuracy": held_out, "chance": 1.0 / k, "majority": majority,
@@ -227,10 +283,13 @@ def probe_attributes(features: Mapping[str, tuple[torch.Tensor, torch.Tensor]], 
     labels = {ties: (probe_labels(train_scenes, max_objects, ties), probe_labels(val_scenes, max_objects, ties))
               for ties in dict.fromkeys(t for _, t in targets)}
     jobs = [(name, attr, ties) for name in features for attr, ties in targets]
+    axes: dict[str, tuple[list[torch.Tensor], torch.Tensor]] = {}  # computed once per feature set
     out = {}
     for name, attr, ties in tqdm(jobs, desc="linear probes", disable=not progress):
-        (xt, xv), (lt, lv) = features[name], labels[ties]
-        out[name, probe_target_name(attr, ties)] = linear_probe(xt, lt[attr], xv, lv[attr])
+        if name not in axes:
+            axes[name] = principal_axes(*features[name])
+        ((rt, rv), variance), (lt, lv) = axes[name], labels[ties]
+        out[name, probe_target_name(attr, ties)] = linear_probe(rt, lt[attr], rv, lv[attr], variance=variance)
     return out
 
 
