@@ -166,7 +166,8 @@ def plot_commit_order(words: Sequence[str], steps: Sequence[int], ax=None, title
         ax.annotate(w, (i, s), fontsize=8, xytext=(0, 5), textcoords="offset points", ha="center")
     ax.set_xticks(x, [str(i) for i in x], fontsize=7)
     ax.set(xlabel="position in the caption", ylabel="call that decided it", title=title)
-    ax.set_ylim(min(steps) - 0.5, max(steps) + 1.5)
+    if len(steps):  # a caption of no words (a barely trained model) leaves an empty panel
+        ax.set_ylim(min(steps) - 0.5, max(steps) + 1.5)
     return ax
 
 

@@ -14,6 +14,9 @@
 # * **CLIP-DiffusionLM** (notebook 05): continuous diffusion over word
 #   vectors, a few feed-back passes;
 # * **DDCap** (notebook 07): masked diffusion, best-first, K tokens per call;
+#   by default the DDCap of notebook 07's section 11, trained on the
+#   autoregressive decoder's captions (its settings say "AR teacher"; set
+#   `DDCAP_TARGETS = "references"` for the one trained on the references);
 # * an **autoregressive** decoder (`captioners/autoregressive.py`): a causal
 #   transformer of the same width and depth, conditioned on the same CLIP
 #   features, trained by the same loop with the same optimiser and the same
@@ -65,6 +68,8 @@ PROFILE = os.environ.get("CLIPDIFF_PROFILE", "laptop")  # "ci" | "laptop" | "col
 TRAIN_STEPS = None  # step budget of each of the three trainings (None: the profile's, 6000 on a laptop)
 PATIENCE = None  # validation checks without progress before a training stops (None: the profile's; 0 = never)
 TRAIN_MINUTES = None  # wall-clock safety cap of each training (None: the profile's); a run it stops depends on the machine
+DDCAP_TARGETS = "autoregressive"  # retrains: DDCap trained on the "references" or on the autoregressive decoder's
+# captions ("autoregressive": notebook 07, section 11, the remedy for its repeats; both checkpoints come from there)
 AR_GRID = "fine"  # CLIP grid the autoregressive decoder reads: "fine" (4x4, as DDCap), "coarse" or "none"
 AR_CONDITIONING = "prefix"  # "prefix" (ClipCap: CLIP tokens before the caption) or "cross" (cross-attention)
 CONTINUOUS_STEPS = [("feedback", 1, 1), ("feedback", 2, 1), ("feedback", 5, 1), ("feedback", 10, 1), ("feedback", 5, 5),
@@ -91,7 +96,7 @@ WIDGETS = True  # controls to edit the scene (Jupyter / Colab with ipywidgets; h
 over = {"captioner.train_minutes": TRAIN_MINUTES, "captioner.train_steps": TRAIN_STEPS, "captioner.patience": PATIENCE}
 cfg = get_config(PROFILE, over)
 cfg_c = cfg  # CLIP-DiffusionLM as notebook 05 trains it (the profile's grid)
-cfg_d = get_config(PROFILE, {**over, "captioner.grid": "fine"})  # DDCap as notebook 07 trains it
+cfg_d = get_config(PROFILE, {**over, "captioner.grid": "fine", "captioner.targets": DDCAP_TARGETS})  # as notebook 07
 cfg_a = get_config(PROFILE, {**over, "captioner.grid": AR_GRID, "autoregressive.conditioning": AR_CONDITIONING})
 set_seed(cfg.seed)
 log = ResultLog(cfg, "08_three_captioners")
@@ -212,7 +217,8 @@ def label(name, s):
     if name == "CLIP-DiffusionLM":
         return f"{s['sampler']} {s['steps']}" + (f" beam {s['length_beam']}" if s.get("length_beam", 1) > 1 else "")
     if name == "DDCap":
-        return f"K={s['tokens_per_step']} s={s['guidance_scale']:g}"
+        teacher = ", AR teacher" if cfg_d.captioner.targets == "autoregressive" else ""
+        return f"K={s['tokens_per_step']} s={s['guidance_scale']:g}{teacher}"
     return f"{'greedy' if s['beam'] == 1 else 'beam ' + str(s['beam'])}{'' if s['use_cache'] else ', no cache'}"
 
 
