@@ -20,13 +20,14 @@
 # * an **autoregressive** decoder (`captioners/autoregressive.py`): a causal
 #   transformer of the same width and depth, conditioned on the same CLIP
 #   features, trained by the same loop with the same optimiser and the same
-#   wall-clock budget (`captioner.train_minutes`); greedy and beam search,
+#   step budget (`captioner.train_steps`); greedy and beam search,
 #   with and without a key-value cache.
 #
 # This notebook
 #
 # 1. loads the three trained models (or trains them: notebooks 05 and 07
-#    leave their checkpoints; the autoregressive one is trained here);
+#    leave their checkpoints, and notebook 07 also trains the autoregressive
+#    one, as DDCap's teacher);
 # 2. measures **quality against speed** over each model's sampling settings
 #    on **val**, and chooses settings there;
 # 3. evaluates the chosen settings on **test** beside the two baselines,
@@ -120,7 +121,7 @@ print(f"grids: CLIP-DiffusionLM {cfg_c.captioner.grid!r}, DDCap {cfg_d.captioner
 # the autoregressive decoder, by the parameter `AR_GRID` (default the 4x4
 # grid, the same features as DDCap), as prefix tokens in front of the
 # caption (ClipCap). All three have the width and depth of `captioner` and
-# train for the same wall-clock minutes through `train_captioner`, which
+# train for the same steps through `train_captioner`, which
 # loads a finished checkpoint of the same settings instead of training again.
 
 # %%
