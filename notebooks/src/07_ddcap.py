@@ -649,6 +649,12 @@ print("\n".join([
 #   in passes; committing more per call trades quality for speed
 #   (section 8). Notebook 08 compares all three captioners on the same
 #   data and compute.
+# * Trained on five references per picture, a model that predicts every
+#   position at once learns a blend of them and repeats objects; neither
+#   the decoding order nor the length removes that, while training on one
+#   caption per picture from an autoregressive teacher does (section 11,
+#   whose printed lines give this run's numbers). The cost is a second
+#   model, and a student bounded by its teacher.
 
 # %%
 log.add("notebook seconds", round(time.perf_counter() - t_notebook, 1))
