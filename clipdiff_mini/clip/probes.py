@@ -159,8 +159,11 @@ def _fit_logistic(r: torch.Tensor, y: torch.Tensor, k: int, weight_decay: float,
     ``diag(c * variance + 2 * weight_decay)`` (c <= 1/4, the curvature of
     the softmax). L-BFGS runs on ``U = W / d`` with
     ``d = (variance / 4 + 2 * weight_decay)^(-1/2)``, whose Hessian is then
-    near the identity: the objective is unchanged, but the fit converges in
-    tens of steps where the plain one needed thousands.
+    near the identity: the objective is unchanged, but on correlated
+    features the fit converges in tens of steps where the plain one needed
+    thousands. It does not help a target the features nearly separate (the
+    count of notebook 04): there the curvature vanishes along the
+    separating directions, and the fit runs to `max_iter` either way.
 
     Hand-written on torch's L-BFGS rather than scikit-learn's
     ``LogisticRegression``, which minimises the same objective but cannot
@@ -173,8 +176,10 @@ def _fit_logistic(r: torch.Tensor, y: torch.Tensor, k: int, weight_decay: float,
     u.requires_grad_(True)
     b.requires_grad_(True)
     rd = r * d  # (N, F): r W = (r * d) U
+    # Stops when no gradient component exceeds 1e-4 (scikit-learn's default tolerance): on notebook 04's
+    # features a tighter 1e-6 took 2.5 times longer and moved accuracies by at most 0.6 points either way.
     opt = torch.optim.LBFGS([u, b], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-6, tolerance_change=1e-9)
+                            tolerance_grad=1e-4, tolerance_change=1e-9)
 
     def closure():
         opt.zero_grad()
