@@ -444,12 +444,11 @@ for attr, (acc, chance) in zs.items():
 #
 # The fit is the logistic regression of CLIP's probes, solved by L-BFGS in
 # the basis of the features' principal axes, each axis scaled by its
-# curvature: the same objective, but well conditioned, so each fit converges
-# in tens of steps where the plain one (and scikit-learn's) needs thousands
-# on these correlated features. A closed form, ridge regression to one-hot
-# targets, would be faster still but under-reads ordered classes such as
-# the count (a middle class is never the largest output: the "masking" of
-# linear regression on indicators); the design log has the comparison.
+# curvature: the same objective, better conditioned on correlated features.
+# A closed form, ridge regression to one-hot targets, would be faster but
+# under-reads ordered classes such as the count (a middle class is never the
+# largest output: the "masking" of linear regression on indicators); the
+# design log has the comparison.
 #
 # Targets: colour, shape and size of the largest object, the number of
 # objects, and the relation between the two objects of two-object pictures
