@@ -1,15 +1,22 @@
 """Notebook 04's linear probes, before and after issue 22, side by side in one run.
 
-    .venv/bin/python tools/bench_probes.py                    # laptop data, both versions
+    .venv/bin/python tools/bench_probes.py                    # laptop data, untrained network, both versions
+    .venv/bin/python tools/bench_probes.py --features trained # notebook 04's 21 probes (needs its CLIP)
     .venv/bin/python tools/bench_probes.py --profile ci
-    .venv/bin/python tools/bench_probes.py --skip-before      # the current probe only (about a minute)
+    .venv/bin/python tools/bench_probes.py --skip-before      # the current probe only
+    .venv/bin/python tools/bench_probes.py --threads 1        # both on one thread (the current one always is)
 
-Features: the profile's training and validation pictures through the *untrained* small CLIP of the
-profile's architecture (seed `cfg.seed`): its pooled embedding (512 wide at laptop size; notebook 04's
-"untrained" control, the same numbers) and its patch tokens concatenated (4 x 512 = 2048 wide, stored
-as float16 like the feature cache), the shapes of notebook 04's "pooled" and "patches" sets. No CLIP
-is trained, so this runs without notebook 04's checkpoint; the trained features themselves are only
-in notebook 04.
+Features (`--features`), on the profile's training and validation pictures:
+
+* ``untrained`` (default): the *untrained* small CLIP of the profile's architecture (seed `cfg.seed`):
+  its pooled embedding (512 wide at laptop size; notebook 04's "untrained" control, the same numbers)
+  and its patch tokens concatenated (4 x 512 = 2048 wide, stored as float16 like the feature cache),
+  the shapes of notebook 04's "pooled" and "patches" sets. Needs no trained CLIP.
+* ``trained``: notebook 04's three sets: the pooled embedding and the patch tokens of the profile's
+  trained small CLIP, from the feature cache, and the untrained control. Needs notebook 04's
+  checkpoint; this script never trains one.
+
+Versions:
 
 * ``before``: probes.py as of `--before` (default: the commit before issue 22's change), read from
   git: L-BFGS on the standardised features, no preconditioner;
@@ -32,7 +39,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from clipdiff_mini.clip import compute_features  # noqa: E402
+from clipdiff_mini.clip import compute_features, extract_features, load_clip  # noqa: E402
 from clipdiff_mini.clip.model import ClipBundle, build_scratch_model, scratch_architecture  # noqa: E402
 from clipdiff_mini.clip.probes import (PROBE_TARGETS, linear_probe, principal_axes, probe_labels,  # noqa: E402
                                        probe_target_name)
@@ -50,7 +57,7 @@ def module_at(commit: str, path: str) -> types.ModuleType:
     return module
 
 
-def untrained_features(cfg) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list, list]:
+def probe_features(cfg, which: str) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list, list]:
     train, val = load_split(cfg, "train", progress=False), load_split(cfg, "val", progress=False)
     arch = scratch_architecture(cfg, vocab_size=64)  # the text tower is not used
     torch.manual_seed(cfg.seed)
@@ -58,8 +65,15 @@ def untrained_features(cfg) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]
                         source="scratch", name="untrained", identity="untrained", arch=arch)
     ft = compute_features(bundle, train.load_images(), [], batch_size=cfg.clip.feature_batch_size, progress=False)
     fv = compute_features(bundle, val.load_images(), [], batch_size=cfg.clip.feature_batch_size, progress=False)
-    feats = {"pooled (untrained)": (ft["image"], fv["image"]),
-             "patches (untrained)": (ft["patches"].float(), fv["patches"].float())}  # (N, P, W) float16 as cached
+    if which == "untrained":
+        feats = {"pooled (untrained)": (ft["image"], fv["image"]),
+                 "patches (untrained)": (ft["patches"].float(), fv["patches"].float())}  # (N, P, W) float16 as cached
+    else:
+        scfg = cfg.replace({"clip.source": "scratch"})
+        trained = load_clip(scfg, train_if_missing=False, progress=False)
+        tt, tv = (extract_features(scfg, split, bundle=trained, progress=False) for split in (train, val))
+        feats = {"pooled": (tt["image"], tv["image"]), "patches": (tt["patches"], tv["patches"]),
+                 "untrained": (ft["image"], fv["image"])}
     return feats, list(train.scenes().values()), list(val.scenes().values())
 
 
@@ -67,10 +81,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="laptop")
     ap.add_argument("--before", default=BEFORE, help="commit whose probes.py is the 'before' (default %(default)s)")
+    ap.add_argument("--features", choices=("untrained", "trained"), default="untrained")
     ap.add_argument("--skip-before", action="store_true")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); the 'before' "
+                    "probe then uses at most this many (it used all of them for inputs of 2 million numbers or more)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg = get_config(args.profile)
-    feats, train_scenes, val_scenes = untrained_features(cfg)
+    feats, train_scenes, val_scenes = probe_features(cfg, args.features)
     labels = {t: (probe_labels(train_scenes, cfg.data.max_objects, t), probe_labels(val_scenes, cfg.data.max_objects, t))
               for t in ("exclude", "leftmost")}
     before = None if args.skip_before else module_at(args.before, "clipdiff_mini/clip/probes.py")
