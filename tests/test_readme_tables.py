@@ -45,7 +45,7 @@ def test_blocks_are_written_from_the_report_and_the_rest_is_kept(tmp_path):
     assert "| `05_clip_diffusionlm` | ok | 600 s (10.0 min) | 1.3 GiB | - |" in out
     assert "| `00_course_tour` | ok | 41 s | 0.5 GiB | 12 s |" in out
     assert "| install (`tools/setup.sh`) | ok | 80 s | - | - |" in out
-    assert "| all notebooks | | 721 s (12.0 min) |" in out  # 80 + 41 + 600
+    assert "| install and all notebooks | | 721 s (12.0 min) |" in out  # 80 + 41 + 600
 
 
 def test_a_missing_report_leaves_the_block_and_the_readme_has_both_blocks(tmp_path):

@@ -56,7 +56,7 @@ def timings_block(laptop: dict | None, ci: dict | None) -> str | None:
         mem = f"{r['peak_rss_mib'] / 1024:.1f} GiB" if r.get("peak_rss_mib") else "-"
         lines.append(f"| `{r['notebook']}` | {r['status']} | {_minutes(r['seconds'])} | {mem} | "
                      f"{_minutes(c['seconds']) if c else '-'} |")
-    lines.append(f"| all notebooks | | {_minutes(total)} | | "
+    lines.append(f"| install and all notebooks | | {_minutes(total)} | | "
                  f"{_minutes(sum(r['seconds'] for r in ci_rows.values())) if ci_rows else '-'} |")
     when = laptop.get("finished") or "?"
     return "\n".join(lines) + (f"\n\nFrom the report of the laptop run that finished {when} "

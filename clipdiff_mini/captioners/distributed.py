@@ -13,6 +13,8 @@ for it at a barrier.
 """
 from __future__ import annotations
 
+import atexit
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -67,7 +69,23 @@ def init_distributed(device_type: str = "cpu") -> World:
         if device_type == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group(backend=backend)
+        # a group left alive at interpreter exit can abort the process ("terminate called without an active
+        # exception", exit -6) while gloo's threads are torn down: leave it cleanly, whoever started training
+        atexit.register(_leave_process_group)
     return current_world()
+
+
+def _leave_process_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        try:  # no process leaves while another still talks to it; a crashed peer costs a minute, not a hang
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
+            else:
+                dist.barrier()
+        except Exception:
+            pass
+        finally:
+            dist.destroy_process_group()
 
 
 def device_for(world: World, device: torch.device) -> torch.device:
