@@ -274,13 +274,18 @@ def test_the_state_dict_keys_are_unchanged():
     assert keys - per_block == {"ada.weight", "ada.bias", "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"}
 
 
-def test_guided_log_probs_with_the_memory_cache_equal_recomputing_it():
-    cfg = tiny_cfg(**{"captioner.layers": 2})
-    data = fake_split(cfg, n=6)
+def _with_a_null_picture(cfg, n):
+    """A tiny DDCap whose learned null picture differs from the zeros it starts at (so guidance reads it)."""
+    data = fake_split(cfg, n=n)
     model = build_ddcap_captioner(cfg, data).eval()
     with torch.no_grad():
         model.null_image.normal_()
         model.null_grid.normal_()
+    return model, data
+
+
+def test_guided_log_probs_with_the_memory_cache_equal_recomputing_it():
+    model, data = _with_a_null_picture(tiny_cfg(**{"captioner.layers": 2}), 6)
     cond = {"image": data.image[:3], "grid": data.grid[:3]}
     x = data.ids[:3].clone()
     x[:, 1:6] = model.mask_id
@@ -303,11 +308,7 @@ def test_guided_log_probs_with_the_memory_cache_equal_recomputing_it():
 def test_sampling_with_the_memory_cache_gives_the_same_ids_as_recomputing_it_every_pass(order, scale):
     cfg = tiny_cfg(**{"captioner.layers": 2, "ddcap.order": order, "ddcap.guidance_scale": scale,
                       "ddcap.sample_tokens": True})
-    data = fake_split(cfg, n=10)
-    model = build_ddcap_captioner(cfg, data).eval()
-    with torch.no_grad():
-        model.null_image.normal_()
-        model.null_grid.normal_()
+    model, data = _with_a_null_picture(cfg, 10)
     cond = {"image": data.image[:7], "grid": data.grid[:7]}
     a = model.sample(cond, generator=torch_generator(4), attention=True, trajectory=True)
     b = model.sample(cond, generator=torch_generator(4), attention=True, trajectory=True, cache_memory=False)

@@ -301,20 +301,7 @@ def unmask_best_first(probs0: Tensor, x_t: Tensor, mask_id: int, k, sample: bool
     draw from probs0), its confidence the probability of that token. `k` an int or (B,) ints; a row
     with fewer masks commits all of them. Committed tokens are never re-masked (DDCap's best-first
     inference commits one token per step; its paper's text speaks of the top-K)."""
-    B, L, V = probs0.shape
-    p = probs0.float().clone()
-    p[..., mask_id] = 0.0  # never "predict" [MASK]
-    if sample:
-        token = torch.multinomial(p.reshape(-1, V), 1, generator=generator).reshape(B, L)  # (B, L)
-    else:
-        token = p.argmax(-1)  # (B, L)
-    conf = p.gather(-1, token.unsqueeze(-1)).squeeze(-1)  # (B, L)
-    masked = x_t == mask_id  # (B, L)
-    conf = torch.where(masked, conf, torch.full_like(conf, -1.0))  # unmasked positions rank last
-    rank = torch.sort(conf, dim=-1, descending=True, stable=True).indices.argsort(-1)  # (B, L) 0 = most confident
-    k = torch.as_tensor(k, device=x_t.device).reshape(-1, 1)  # (B, 1) or (1, 1)
-    commit = masked & (rank < k)
-    return torch.where(commit, token, x_t)
+    return unmask_ordered(probs0, x_t, mask_id, k, rank_by="confidence", sample=sample, generator=generator)
 
 
 DECODING_ORDERS = ("confidence", "margin", "left_to_right")
