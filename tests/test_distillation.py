@@ -117,3 +117,16 @@ def test_length_canvas_by_hand():
 
     got = length_canvas(torch.tensor([2, 4, 0]), 5, mask_id=9, pad_id=0)
     assert got.tolist() == [[9, 9, 0, 0, 0], [9, 9, 9, 9, 0], [0, 0, 0, 0, 0]]
+
+
+def test_reference_length_canvas_uses_each_pictures_first_reference(tiny):
+    from clipdiff_mini.captioners.length import reference_length_canvas
+
+    _, data = tiny
+    val = data["val"]
+    tok = val.tokenizer
+    got = reference_length_canvas(val, tok.mask_id, tok.pad_id)
+    for i in (0, 1, len(val) - 1):
+        first_caption = val.split.records[i].captions[0]  # by hand: [BOS] words [EOS]
+        n = len(first_caption.split()) + 2
+        assert got[i].tolist() == [tok.mask_id] * n + [tok.pad_id] * (val.ids.shape[1] - n)

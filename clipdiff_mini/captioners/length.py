@@ -54,3 +54,10 @@ def length_canvas(lengths: Tensor, max_len: int, mask_id: int, pad_id: int) -> T
     captioner writes when the length is not its problem (``sample(cond, init_ids=canvas)``)."""
     pos = torch.arange(max_len, device=lengths.device)[None]  # (1, L)
     return torch.where(pos < lengths[:, None], mask_id, pad_id).long()  # (B, L)
+
+
+def reference_length_canvas(split, mask_id: int, pad_id: int) -> Tensor:
+    """The oracle-length canvas (N, L) of a `SplitFeatures`: for each picture, as many [MASK]s as its first
+    reference has tokens (caption rows are stored picture by picture, so the first is found by bisection)."""
+    first = torch.searchsorted(split.owner, torch.arange(len(split)))  # (N,) row of each picture's first caption
+    return length_canvas(caption_lengths(split.ids[first], pad_id), split.ids.shape[1], mask_id, pad_id)

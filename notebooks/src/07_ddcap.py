@@ -49,7 +49,7 @@ from clipdiff_mini.captioners.autoregressive import ar_caption_fn, train_autoreg
 from clipdiff_mini.captioners.ddcap import concentrated_attention_mask
 from clipdiff_mini.captioners.diagnosis import masked_token_accuracy, next_token_accuracy
 from clipdiff_mini.captioners.distillation import reference_disagreement, teacher_config
-from clipdiff_mini.captioners.length import caption_lengths, length_canvas
+from clipdiff_mini.captioners.length import reference_length_canvas
 from clipdiff_mini.captioners.decoding import decode_captions, print_trajectory, repeat_rate
 from clipdiff_mini.captioners.display import (attention_maps, caption_grid, plot_attention_mask, plot_errors,
                                               plot_training, plot_trajectory_changes)
@@ -506,8 +506,7 @@ print(f"positions 1-10: on average {disagree[span].mean():.2f} of the training p
 _ = log.add("references differ, mean over positions 1-10", round(float(disagree[span].mean()), 4))
 
 # %%
-first_ref = torch.searchsorted(test.owner, torch.arange(len(test)))  # each picture's first reference (rows in order)
-canvas = length_canvas(caption_lengths(test.ids[first_ref], tok.pad_id), test.ids.shape[1], tok.mask_id, tok.pad_id)
+canvas = reference_length_canvas(test, tok.mask_id, tok.pad_id)  # (N, L): each picture's first reference length
 set_seed(cfg.seed)
 with torch.no_grad():
     cond = test.condition()
@@ -527,9 +526,7 @@ oracle = dict(zip(test.image_ids, decode_captions(oracle_ids, tok)))
 
 # %%
 diag_val = val.subset(DIAG_IMAGES)
-first_val = torch.searchsorted(diag_val.owner, torch.arange(len(diag_val)))
-val_canvas = length_canvas(caption_lengths(diag_val.ids[first_val], tok.pad_id), diag_val.ids.shape[1], tok.mask_id,
-                           tok.pad_id)
+val_canvas = reference_length_canvas(diag_val, tok.mask_id, tok.pad_id)
 diag = {}
 REF_LENGTH = "a reference's"
 t0 = time.perf_counter()
