@@ -36,7 +36,8 @@ def test_blocks_are_written_from_the_report_and_the_rest_is_kept(tmp_path):
     _write(tmp_path / "laptop" / "results" / "08_three_captioners.json", {"updated": "2026-12-03 05:59", "results": {
         "test table": {"value": [{"row": "most frequent caption", "scene_accuracy": 0.238, "object_recall": 0.0,
                                   "repeated_object": 0.0, "well_formed": 1.0, "CIDEr": 0.09, "passes": 0.0,
-                                  "b64": None}]}}})
+                                  "b64": None}]},
+        "train steps: DDCap": {"value": 6000, "seconds": 292.8, "loaded": True, "best_step": 5500}}})
     out = readme_tables.render(README, tmp_path)
     assert out.startswith("intro\n") and "\nmiddle\n" in out and out.endswith("outro\n")
     assert "stale" not in out
@@ -45,6 +46,7 @@ def test_blocks_are_written_from_the_report_and_the_rest_is_kept(tmp_path):
     assert "| `05_clip_diffusionlm` | ok | 600 s (10.0 min) | 1.3 GiB | - |" in out
     assert "| `00_course_tour` | ok | 41 s | 0.5 GiB | 12 s |" in out
     assert "| install (`tools/setup.sh`) | ok | 80 s | - | - |" in out
+    assert "Training: DDCap 6000 steps in 293 s (best on val at step 5500)." in out
     assert "| install and all notebooks | | 721 s (12.0 min) |" in out  # 80 + 41 + 600
 
 

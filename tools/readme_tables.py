@@ -72,7 +72,10 @@ def results_block(results: dict | None) -> str | None:
              "|---|" + "---|" * len(RESULT_COLUMNS)]
     for row in entry["value"]:
         lines.append(f"| {row['row']} | " + " | ".join(_cell(row.get(k), f) for k, _, f in RESULT_COLUMNS) + " |")
-    return "\n".join(lines) + f"\n\n(Notebook 08 of the laptop run, {results.get('updated', '')}.)"
+    trained = [f"{k.split(': ', 1)[1]} {v['value']} steps in {v['seconds']:.0f} s (best on val at step {v['best_step']})"
+               for k, v in results["results"].items() if k.startswith("train steps: ") and "best_step" in v]
+    when = f"\n\n(Notebook 08 of the laptop run, {results.get('updated', '')}; split: test, settings chosen on val.)"
+    return "\n".join(lines) + when + ("\nTraining: " + "; ".join(trained) + "." if trained else "")
 
 
 def replace_block(text: str, name: str, body: str) -> str:
