@@ -31,7 +31,7 @@ caption. Every experiment of the paper is a switch of `ContinuousConfig`:
   given as clean word vectors in training and sampling, so the network
   denoises only the caption's own positions.
 
-Levers from the literature, also switches (``REFERENCE.md``, "Making
+Levers from the literature, also switches (``docs/references.md``, "Making
 continuous text diffusion learn"): ``output="logits"`` predicts a word
 distribution per position, trained by cross-entropy, and the denoised vector
 is its mean embedding ``x0_hat = softmax(logits) @ E`` (CDCD's score

@@ -9,7 +9,7 @@
 # caption out of it.
 #
 # The recipe is that of *CLIP-DiffusionLM* (Xu 2022; facts in the course's
-# `REFERENCE.md`): a randomly initialised DistilBERT-architecture denoiser,
+# `docs/references.md`): a randomly initialised DistilBERT-architecture denoiser,
 # the CLIP image feature fused as extra tokens, regression on $x_0$ plus a
 # rounding ("certainty") term, five feed-back passes at sampling. Every
 # experiment of its sections 5.1-5.6 is one parameter of the cell below.
