@@ -53,6 +53,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "ddcap.schedule": ("mask", "ddcap"),
     "ddcap.loss_weighting": ("uniform", "elbo"),
     "ddcap.length_choice": ("argmax", "sample"),
+    "ddcap.conditioning": ("cross", "prefix"),
+    "ddcap.loss_positions": ("masked", "all"),
     "ddcap.order": ("best_first", "random", "margin", "left_to_right", "blocks", "mask_predict"),
     "autoregressive.conditioning": ("prefix", "cross"),
 }
@@ -223,12 +225,16 @@ class ContinuousConfig:
 @dataclass
 class DDCapConfig:
     """DDCap (notebook 07): masked discrete diffusion; each trick of the note's Table 1 is a switch.
-    The defaults are row g, every trick on."""
+    The defaults are row g, every trick on, with the CLIP memory read as prefix tokens (the paper: "cross")."""
 
     timesteps: int = 20  # T (DDCap: 20)
     schedule: str = "mask"  # "mask": gammabar_t = t/T, mask-only; "ddcap": VQ-Diffusion's linear ends (notebook 06)
     loss_weighting: str = "uniform"  # "uniform": DDCap's plain cross-entropy on masked tokens; "elbo": 1/t (MDLM)
     timestep_input: bool = True  # t through adaptive LayerNorm (DDCap); masked diffusion also works without
+    conditioning: str = "prefix"  # "prefix": the CLIP memory's tokens stand in front of the caption in self-attention
+    # (how the autoregressive decoder reads them; notebook 07's lever table); "cross": every block cross-attends
+    # to them (DDCap's, the rows of Table 1)
+    loss_positions: str = "masked"  # "masked": cross-entropy on the hidden tokens (DDCap); "all": every caption token
     length_prediction: bool = True  # Table 1: an MLP on the pooled CLIP feature picks the caption length
     length_choice: str = "argmax"  # sampling only: "argmax" or "sample" the predicted length distribution
     concentrated_mask: bool = True  # Table 1 (CAM): no token attends to a [MASK] other than itself
@@ -388,7 +394,7 @@ _PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
 }
 
 
-# ---- the papers' settings, as named override sets (REFERENCE.md) ---------------------------------
+# ---- the papers' settings, as named override sets (docs/references.md) ---------------------------
 # Applied on top of a profile: get_config("colab", preset_overrides("paper_ddcap")), or
 # `python -m clipdiff_mini.train --preset paper_ddcap`. Both train on a real dataset in the Karpathy
 # format with pretrained open_clip features: see data/README.md for the downloads.
@@ -467,6 +473,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "captioner.train_minutes": 0.0,
         "captioner.patience": 0,  # the papers train their stated steps
         "ddcap.timesteps": 20,
+        "ddcap.conditioning": "cross",  # the denoiser cross-attends to the CLIP patch tokens
         "ddcap.schedule": "mask",  # the released schedule puts ~no mass on replacement: mask-only
         "ddcap.length_prediction": True,
         "ddcap.concentrated_mask": True,

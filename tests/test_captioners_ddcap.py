@@ -237,7 +237,7 @@ def test_attention_equals_a_softmax_written_by_hand(cam):
 
 @pytest.mark.parametrize("cam", [True, False])
 def test_logits_loss_and_gradients_are_those_of_the_old_forward(cam):
-    cfg = tiny_cfg(**{"ddcap.concentrated_mask": cam, "captioner.layers": 2})
+    cfg = tiny_cfg(**{"ddcap.concentrated_mask": cam, "captioner.layers": 2, "ddcap.conditioning": "cross"})
     data = fake_split(cfg, n=16)
     torch.manual_seed(0)
     model = build_ddcap_captioner(cfg, data)
@@ -265,7 +265,7 @@ def test_logits_loss_and_gradients_are_those_of_the_old_forward(cam):
 
 
 def test_the_state_dict_keys_are_unchanged():
-    cfg = tiny_cfg()
+    cfg = tiny_cfg(**{"ddcap.conditioning": "cross"})
     model = build_ddcap_captioner(cfg, fake_split(cfg, n=4))
     per_block = {f"{a}.{p}.{w}" for a in ("self_attn", "cross_attn") for p in ("q", "kv", "out")
                  for w in ("weight", "bias")}
@@ -377,3 +377,100 @@ def test_mask_predict_rewrites_the_least_confident_words(monkeypatch):
     assert masked == [[0, 1, 2, 3], [0, 2], [0]]
     assert out["passes"] == 3.0
     assert (out["ids"] != model.mask_id).all() and out["ids"][0, 4:].eq(model.pad_id).all()
+
+
+# ---- prefix conditioning and the loss on every position (issue 21's levers) ----------------------
+def test_prefix_attention_mask_matches_its_definition_entry_by_entry():
+    cfg = tiny_cfg(**{"ddcap.conditioning": "prefix"})
+    data = fake_split(cfg, n=4)
+    model = build_ddcap_captioner(cfg, data)
+    x = data.ids[:3].clone()
+    x[0, 1:4] = model.mask_id
+    x[1, :] = model.mask_id
+    allowed = model.allowed_pairs(x)
+    P = 1 + data.grid.shape[1]
+    S = P + x.shape[1]
+    assert allowed.shape == (3, S, S)
+    for b in range(3):
+        for q in range(S):
+            for k in range(S):
+                key_is_mask = k >= P and x[b, k - P] == model.mask_id
+                assert bool(allowed[b, q, k]) == (not key_is_mask or k == q)
+
+
+def prefix_forward_by_hand(model, x_t, t, image, grid):
+    """The prefix model spelled out: [memory; caption] through self-attention blocks written by hand."""
+    from clipdiff_mini.diffusion.text_diffusion import timestep_embedding
+
+    mem = model.memory(image, grid)  # (B, P, W)
+    P = mem.shape[1]
+    h = torch.cat([mem, model.tok(x_t) + model.pos[:x_t.shape[1]]], 1)
+    allowed = None
+    if model.dcfg.concentrated_mask:
+        seq_is_mask = torch.cat([torch.zeros(x_t.shape[0], P, dtype=torch.bool), x_t == model.mask_id], 1)
+        S = h.shape[1]
+        allowed = torch.stack([torch.stack([~seq_is_mask[b] | (torch.arange(S) == q) for q in range(S)])
+                               for b in range(x_t.shape[0])])
+    temb = model.time(timestep_embedding(t, model.width)) if model.dcfg.timestep_input else None
+    for block in model.blocks:
+        assert block.cross_attn is None
+        mod = block.ada(temb) if block.ada is not None and temb is not None else None
+        n = block._norm(0, h, mod)
+        h = h + hand_attention(block.self_attn, n, n, allowed)[0]
+        h = h + block.mlp(block._norm(1, h, mod))
+    return model.head(model.norm(h[:, P:]))
+
+
+@pytest.mark.parametrize("cam", [True, False])
+def test_prefix_forward_equals_the_sequence_written_by_hand(cam):
+    cfg = tiny_cfg(**{"ddcap.conditioning": "prefix", "ddcap.concentrated_mask": cam, "captioner.layers": 2})
+    data = fake_split(cfg, n=8)
+    torch.manual_seed(0)
+    model = build_ddcap_captioner(cfg, data).eval()
+    with torch.no_grad():
+        for block in model.blocks:
+            block.ada.weight.normal_(0, 0.05)
+    x = data.ids[:4].clone()
+    x[:, 2:6] = model.mask_id
+    t = torch.tensor([3, 7, 11, 19])
+    got, w = model(x, t, data.image[:4], data.grid[:4], need_weights=True)
+    want = prefix_forward_by_hand(model, x, t, data.image[:4], data.grid[:4])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    assert w.shape == (4, x.shape[1], 1 + data.grid.shape[1])  # caption over memory, a distribution
+    torch.testing.assert_close(w.sum(-1), torch.ones(4, x.shape[1]))
+    # the picture is read: another picture's memory changes the logits
+    assert not torch.allclose(got, model(x, t, data.image[4:8], data.grid[4:8]))
+
+
+def test_prefix_sampling_with_the_cached_memory_equals_recomputing_it():
+    cfg = tiny_cfg(**{"ddcap.conditioning": "prefix", "captioner.layers": 2, "ddcap.guidance_scale": 1.5})
+    model, data = _with_a_null_picture(cfg, 5)
+    cond = {"image": data.image, "grid": data.grid}
+    a = model.sample(cond, generator=torch_generator(1))
+    b = model.sample(cond, generator=torch_generator(1), cache_memory=False)
+    assert torch.equal(a["ids"], b["ids"]) and a["passes"] == b["passes"]
+    assert (a["ids"] != model.mask_id).all()
+
+
+@pytest.mark.parametrize("positions", ["masked", "all"])
+def test_the_loss_is_the_mean_cross_entropy_of_the_positions_it_names(positions):
+    cfg = tiny_cfg(**{"ddcap.loss_positions": positions, "ddcap.image_free_p": 0.0})
+    data = fake_split(cfg, n=8)
+    torch.manual_seed(0)
+    model = build_ddcap_captioner(cfg, data)
+    batch = batch_of(data, torch.arange(8))
+    loss, logs = model.loss(batch, generator=torch_generator(4))
+    g = torch_generator(4)  # the same draws, in the loss's order: t, the masks, the dropped pictures
+    ids = batch["ids"]
+    t = torch.randint(1, model.sched.T + 1, (8,), generator=g)
+    x_t = model.corrupt(ids, t, g)
+    torch.rand(8, generator=g)
+    logits = model(x_t, t, batch["image"], batch["grid"])
+    total, count = 0.0, 0
+    for b in range(8):
+        for i in range(ids.shape[1]):
+            use = x_t[b, i] == model.mask_id if positions == "masked" else ids[b, i] != model.pad_id
+            if use:
+                total -= torch.log_softmax(logits[b, i], -1)[ids[b, i]].item()
+                count += 1
+    assert abs(logs["ce"] - total / count) < 1e-4

@@ -1,12 +1,18 @@
 """DDCap: masked discrete diffusion over caption tokens, conditioned on CLIP
-features by cross-attention (notebook 07).
+features (notebook 07).
 
 A caption x_0 = ([BOS] w_1 .. [EOS] [PAD] ..) of L ids is corrupted by the
 mask-only forward process of notebook 06: each position is hidden behind
 [MASK] with probability gammabar_t (``ddcap.schedule``; "mask" is t/T).
 A bidirectional transformer reads x_t, the timestep (adaptive LayerNorm)
-and, through cross-attention, the memory [pooled CLIP feature, spatial grid
-tokens], and predicts p(x_0 | x_t, y) at every position. The loss is DDCap's
+and the memory [pooled CLIP feature, spatial grid tokens], and predicts
+p(x_0 | x_t, y) at every position. ``ddcap.conditioning`` says how the
+memory is read: ``"cross"`` (DDCap), a cross-attention to it in every block;
+``"prefix"`` (the course's default, as the autoregressive decoder and
+ClipCap read it), its 1 + P tokens in front of the caption in
+self-attention, so every layer mixes picture and words in one attention.
+``ddcap.loss_positions="all"`` scores every caption token, not only the
+hidden ones. The loss is DDCap's
 cross-entropy -log p(x_0 | x_t, y) on the masked positions (``"uniform"``)
 or the 1/t-weighted bound of notebook 06 (``"elbo"``, MDLM eq. 10).
 
@@ -38,7 +44,9 @@ asked for) and the memory's keys and values passed in precomputed.
 
 **Decoding cost.** The memory depends on the picture alone, never on x_t or
 t, so the cross-attention keys and values K_l = mem W_k^l, V_l = mem W_v^l of
-every block l are the same at every pass of a sampler. `memory_kv` computes
+every block l are the same at every pass of a sampler (with prefix
+conditioning the projected memory tokens are; their later layers read the
+caption, so they are recomputed). `memory_kv` computes
 them once per caption batch (and once more for the null picture when the
 guidance scale is not 1), and every pass reuses them: a pass then costs the
 caption's own projections, attention and MLP only. ``sample(...,
@@ -118,18 +126,21 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm block: self-attention over the caption, cross-attention to the CLIP memory, MLP.
-    With a timestep, each LayerNorm is adaptive: x_hat (1 + scale(t)) + shift(t) (DDCap's AdaLN)."""
+    """Pre-norm block: self-attention over the caption, cross-attention to the CLIP memory (``cross``), MLP.
+    With a timestep, each LayerNorm is adaptive: x_hat (1 + scale(t)) + shift(t) (DDCap's AdaLN).
+    Without ``cross`` (prefix conditioning) the memory tokens sit in the sequence and the block is
+    self-attention and MLP only."""
 
-    def __init__(self, width: int, heads: int, dropout: float, adaptive: bool):
+    def __init__(self, width: int, heads: int, dropout: float, adaptive: bool, cross: bool = True):
         super().__init__()
-        self.norms = nn.ModuleList(nn.LayerNorm(width, elementwise_affine=not adaptive) for _ in range(3))
-        self.ada = nn.Linear(width, 6 * width) if adaptive else None
+        n_norms = 3 if cross else 2
+        self.norms = nn.ModuleList(nn.LayerNorm(width, elementwise_affine=not adaptive) for _ in range(n_norms))
+        self.ada = nn.Linear(width, 2 * n_norms * width) if adaptive else None
         if self.ada is not None:  # start as a plain LayerNorm
             nn.init.zeros_(self.ada.weight)
             nn.init.zeros_(self.ada.bias)
         self.self_attn = Attention(width, heads)
-        self.cross_attn = Attention(width, heads)
+        self.cross_attn = Attention(width, heads) if cross else None
         self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
         self.drop = nn.Dropout(dropout)
 
@@ -140,15 +151,19 @@ class Block(nn.Module):
         scale, shift = mod[:, None, 2 * i * x.shape[-1]:(2 * i + 2) * x.shape[-1]].chunk(2, -1)  # (B, 1, W) each
         return h * (1 + scale) + shift
 
-    def forward(self, x: Tensor, memory_kv: tuple[Tensor, Tensor], allowed: Tensor | None, temb: Tensor | None,
-                need_weights: bool):
-        """x (B, L, W); memory_kv: this block's cross-attention keys and values (B, H, 1 + P, d) of the memory."""
-        mod = self.ada(temb) if self.ada is not None and temb is not None else None  # (B, 6W)
+    def forward(self, x: Tensor, memory_kv: tuple[Tensor, Tensor] | None, allowed: Tensor | None,
+                temb: Tensor | None, need_weights: bool):
+        """x (B, L, W); memory_kv: this block's cross-attention keys and values (B, H, 1 + P, d) of the
+        memory (None without cross-attention). Returns (x, weights): the cross-attention weights
+        (B, L, 1 + P), or without cross-attention the self-attention weights (B, L, L), when asked."""
+        mod = self.ada(temb) if self.ada is not None and temb is not None else None  # (B, 2 n_norms W)
         h = self._norm(0, x, mod)
-        x = x + self.drop(self.self_attn(h, h, allowed)[0])
-        a, w = self.cross_attn(self._norm(1, x, mod), None, None, need_weights, kv=memory_kv)
+        a, w = self.self_attn(h, h, allowed, need_weights and self.cross_attn is None)
         x = x + self.drop(a)
-        x = x + self.drop(self.mlp(self._norm(2, x, mod)))
+        if self.cross_attn is not None:
+            a, w = self.cross_attn(self._norm(1, x, mod), None, None, need_weights, kv=memory_kv)
+            x = x + self.drop(a)
+        x = x + self.drop(self.mlp(self._norm(len(self.norms) - 1, x, mod)))
         return x, w
 
 
@@ -179,7 +194,11 @@ class DDCapCaptioner(nn.Module):
         self.null_image = nn.Parameter(torch.zeros(image_dim))  # image-free training's learned null feature
         self.null_grid = nn.Parameter(torch.zeros(n_grid, grid_dim)) if n_grid else None
         self.n_grid = n_grid
-        self.blocks = nn.ModuleList(Block(width, heads, dropout, dcfg.timestep_input) for _ in range(layers))
+        if dcfg.conditioning not in ("cross", "prefix"):
+            raise ValueError(f"ddcap.conditioning={dcfg.conditioning!r}; allowed: 'cross', 'prefix'")
+        self.prefix = dcfg.conditioning == "prefix"
+        self.blocks = nn.ModuleList(Block(width, heads, dropout, dcfg.timestep_input, cross=not self.prefix)
+                                    for _ in range(layers))
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, vocab_size)
         # length head: MLP on the pooled CLIP feature -> n in 0..L (DDCap: 512 -> 384 -> 20)
@@ -198,28 +217,55 @@ class DDCapCaptioner(nn.Module):
         return self.memory_norm(torch.cat(parts, 1)) + self.memory_pos  # (B, 1 + P, W)
 
     def memory_kv(self, image: Tensor, grid: Tensor | None = None, drop: Tensor | None = None) -> list:
-        """Each block's cross-attention keys and values [(K, V) (B, H, 1 + P, d)] of the memory of
-        `image`/`grid` (rows with `drop` see the null feature). They depend on the picture alone, not on
-        x_t or t: a sampler computes them once per caption batch and passes them to every `forward`."""
+        """What every pass reads of the picture: with cross-attention each block's keys and values
+        [(K, V) (B, H, 1 + P, d)] of the memory of `image`/`grid` (rows with `drop` see the null
+        feature); with prefix conditioning [the memory tokens (B, 1 + P, W)]. Both depend on the picture
+        alone, not on x_t or t: a sampler computes them once per caption batch and passes them to every
+        `forward`."""
         mem = self.memory(image, grid, drop)  # (B, 1 + P, W)
+        if self.prefix:
+            return [mem]
         return [block.cross_attn.keys_values(mem) for block in self.blocks]
+
+    def allowed_pairs(self, x_t: Tensor) -> Tensor | None:
+        """The self-attention mask (B, S, S) of the sequence the blocks read (None: all pairs allowed).
+        Cross-attention: the caption alone, S = L, under the concentrated mask when it is on. Prefix: the
+        memory's M = 1 + P tokens come first, S = M + L; they are never [MASK], so every query may read
+        them, and the concentrated mask applies to the caption's keys as before."""
+        if not self.dcfg.concentrated_mask:
+            return None
+        if not self.prefix:
+            return concentrated_attention_mask(x_t, self.mask_id)  # (B, L, L)
+        M = 1 + self.n_grid
+        memory_ids = torch.full((x_t.shape[0], M), self.pad_id, dtype=x_t.dtype, device=x_t.device)  # not [MASK]
+        seq = torch.cat([memory_ids, x_t], 1)  # (B, S)
+        return concentrated_attention_mask(seq, self.mask_id)  # (B, S, S)
 
     def forward(self, x_t: Tensor, t: Tensor, image: Tensor | None = None, grid: Tensor | None = None,
                 drop: Tensor | None = None, need_weights: bool = False, memory_kv: list | None = None):
         """Logits (B, L, V) of x_0 for ids x_t (B, L) at timesteps t (B,); with `need_weights` also the
-        last block's cross-attention weights (B, L, 1 + P) over [pooled, grid]. `memory_kv`: the
-        memory's keys and values from `memory_kv` (then image, grid and drop are not read)."""
+        last block's attention of each caption position over the memory [pooled, grid], (B, L, 1 + P)
+        (prefix conditioning: renormalised over the memory's keys). `memory_kv`: from `memory_kv`
+        (then image, grid and drop are not read)."""
         L = x_t.shape[1]
         h = self.tok(x_t) + self.pos[:L]  # (B, L, W)
         temb = self.time(timestep_embedding(t, self.width)) if self.dcfg.timestep_input else None  # (B, W)
         if memory_kv is None:
             memory_kv = self.memory_kv(image, grid, drop)
-        allowed = concentrated_attention_mask(x_t, self.mask_id) if self.dcfg.concentrated_mask else None
+        M = 0
+        if self.prefix:  # the memory tokens in front of the caption, read by self-attention
+            M = memory_kv[0].shape[1]
+            h = torch.cat([memory_kv[0], h], 1)  # (B, M + L, W)
+        allowed = self.allowed_pairs(x_t)
         weights = None
         for i, block in enumerate(self.blocks):
-            h, w = block(h, memory_kv[i], allowed, temb, need_weights and i == len(self.blocks) - 1)
+            kv = None if self.prefix else memory_kv[i]
+            h, w = block(h, kv, allowed, temb, need_weights and i == len(self.blocks) - 1)
             weights = w if w is not None else weights
-        logits = self.head(self.norm(h))  # (B, L, V)
+        logits = self.head(self.norm(h[:, M:]))  # (B, L, V)
+        if need_weights and self.prefix:  # caption queries over the memory keys, as a distribution
+            weights = weights[:, M:, :M]
+            weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-12)  # (B, L, M)
         return (logits, weights) if need_weights else logits
 
     # ---- training ---------------------------------------------------------------------------
@@ -247,12 +293,16 @@ class DDCapCaptioner(nn.Module):
         logits = self(x_t, t, batch["image"], batch.get("grid"), drop)
         masked = x_t == self.mask_id  # (B, L)
         logp = torch.log_softmax(logits.float(), -1)
-        nll = -logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1) * masked  # (B, L)
+        # "masked": DDCap's loss on the hidden positions; "all": also copy the given ones (a BERT-style
+        # reconstruction term; with length prediction the given [PAD]s stay out, they are not the caption's)
+        scored = masked if self.dcfg.loss_positions == "masked" else (
+            ids != self.pad_id if self.dcfg.length_prediction else torch.ones_like(masked))
+        nll = -logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1) * scored  # (B, L)
         if self.dcfg.loss_weighting == "elbo":  # the bound: sum over masked positions, weighted by 1/t (per token)
             w = mask_elbo_weight(self.sched, t.cpu()).to(dev).float()  # (B,)
             ce = (nll.sum(-1) * w).sum() / (B * self.max_len)
         else:  # DDCap: the mean cross-entropy of the masked tokens
-            ce = nll.sum() / masked.sum().clamp_min(1)
+            ce = nll.sum() / scored.sum().clamp_min(1)
         logs = {"ce": ce.item(), "masked": masked.float().mean().item()}
         loss = ce
         if self.dcfg.length_prediction:
