@@ -180,6 +180,8 @@ class CaptionerConfig:
     # picture, or "autoregressive": the autoregressive decoder's greedy caption of each training picture
     # (sequence-level distillation, captioners/distillation.py; a second model is trained first)
     teacher_grid: str = "fine"  # the CLIP grid the autoregressive teacher reads (prefix tokens)
+    student_steps: int = 12_000  # distillation: the student's step budget (0: train_steps); its teacher trains
+    # train_steps. A masked student keeps learning after its teacher has stopped (notebook 07, sections 11-12)
 
 
 @dataclass
@@ -344,6 +346,7 @@ _PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
         "captioner.eval_images": 30,
         "captioner.checkpoint_every": 30,
         "captioner.warmup_steps": 5,
+        "captioner.student_steps": 0,
         "continuous.embed_dim": 16,
         "continuous.timesteps": 200,
     },
@@ -378,6 +381,7 @@ _PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
         "captioner.layers": 6,
         "captioner.heads": 12,
         "captioner.train_steps": 20_000,
+        "captioner.student_steps": 0,  # a student trains the teacher's 20,000 steps
         "captioner.train_minutes": 0.0,
         "captioner.patience": 0,  # the papers train their stated steps
         "captioner.batch_size": 256,

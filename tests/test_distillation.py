@@ -130,3 +130,21 @@ def test_reference_length_canvas_uses_each_pictures_first_reference(tiny):
         first_caption = val.split.records[i].captions[0]  # by hand: [BOS] words [EOS]
         n = len(first_caption.split()) + 2
         assert got[i].tolist() == [tok.mask_id] * n + [tok.pad_id] * (val.ids.shape[1] - n)
+
+
+def test_the_students_step_budget_leaves_the_teacher_and_the_reference_runs_alone(tiny):
+    """captioner.student_steps: the distilled student trains that many steps; its teacher is the same run
+    (same key, not retrained) whatever the student's budget, and a run on the references ignores it."""
+    from clipdiff_mini.captioners.ddcap import train_ddcap
+
+    cfg, data = tiny
+    _, plain = train_ddcap(cfg, data, progress=False)
+    _, plain_again = train_ddcap(cfg.replace({"captioner.student_steps": 6}), data, progress=False)
+    assert plain_again["key"] == plain["key"] and plain_again["resumed"]
+    student = cfg.replace({"captioner.targets": "autoregressive"})
+    longer = student.replace({"captioner.student_steps": 6})
+    assert dist.teacher_config(longer) == dist.teacher_config(student)
+    _, short = train_ddcap(student, data, progress=False)
+    _, long = train_ddcap(longer, data, progress=False)
+    assert short["steps"] == cfg.captioner.train_steps == 4 and long["steps"] == 6
+    assert long["key"] != short["key"]

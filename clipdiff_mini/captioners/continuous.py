@@ -478,13 +478,14 @@ def train_continuous(cfg, data, *, progress: bool = True, resume: bool = True, n
     Returns (model, training record) (see `clipdiff_mini.captioners.training.train_captioner`)."""
     from dataclasses import asdict
 
-    from clipdiff_mini.captioners.distillation import with_training_targets
+    from clipdiff_mini.captioners.distillation import student_config, with_training_targets
     from clipdiff_mini.captioners.training import architecture, train_captioner
 
     if cfg.continuous.text_feature and cfg.captioner.targets != "references":
         raise ValueError("continuous.text_feature needs the CLIP text features of the training captions, which a "
                          "teacher's captions do not have; use captioner.targets='references' or text_feature=False")
     data, teacher = with_training_targets(cfg, data, progress=progress)
+    cfg = student_config(cfg)
     torch.manual_seed(cfg.seed)
     model = build_continuous_captioner(cfg, data["train"])
     record = train_captioner(model, data["train"], data["val"], cfg, name=name,

@@ -463,10 +463,11 @@ def train_ddcap(cfg, data, *, progress: bool = True, resume: bool = True, name: 
     Returns (model, training record) (see `clipdiff_mini.captioners.training.train_captioner`)."""
     from dataclasses import asdict
 
-    from clipdiff_mini.captioners.distillation import with_training_targets
+    from clipdiff_mini.captioners.distillation import student_config, with_training_targets
     from clipdiff_mini.captioners.training import architecture, train_captioner
 
     data, teacher = with_training_targets(cfg, data, progress=progress)
+    cfg = student_config(cfg)
     torch.manual_seed(cfg.seed)
     model = build_ddcap_captioner(cfg, data["train"])
     record = train_captioner(model, data["train"], data["val"], cfg, name=name,

@@ -52,8 +52,19 @@ def distilled_split(split: SplitFeatures, captions: Mapping[int, str]) -> SplitF
 
 def teacher_config(cfg):
     """The teacher's config: the student's sizes and optimiser, trained on the references, reading
-    ``captioner.teacher_grid``."""
-    return cfg.replace({"captioner.targets": "references", "captioner.grid": cfg.captioner.teacher_grid})
+    ``captioner.teacher_grid``, for ``captioner.train_steps`` (the student's own budget,
+    ``captioner.student_steps``, does not change the teacher)."""
+    return cfg.replace({"captioner.targets": "references", "captioner.grid": cfg.captioner.teacher_grid,
+                        "captioner.student_steps": 0})
+
+
+def student_config(cfg):
+    """The config a captioner trains with: with an autoregressive teacher and ``captioner.student_steps``
+    set, that many steps (a masked student keeps learning long after its teacher has stopped)."""
+    c = cfg.captioner
+    if c.targets == "references" or not c.student_steps:
+        return cfg
+    return cfg.replace({"captioner.train_steps": c.student_steps})
 
 
 def teacher_captions(cfg, *, progress: bool = True) -> dict[str, Any]:
