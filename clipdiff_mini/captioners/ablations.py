@@ -34,7 +34,7 @@ class Row:
     note: str = ""
 
 
-# The paper's own recipe (REFERENCE.md): regression on x0 with the certainty term, frozen pretrained word
+# The paper's own recipe (docs/references.md): regression on x0 with the certainty term, frozen pretrained word
 # vectors, no timestep input, L1, concat fusion with the caption's CLIP text feature in training, cosine
 # T = 1000, lambda 0.3, five feed-back passes.
 PAPER_RECIPE = {"continuous.output": "regress", "continuous.loss": "l1", "continuous.timestep_input": False,
@@ -78,6 +78,8 @@ CLIP_DIFFUSIONLM_ROWS: tuple[Row, ...] = (
     Row("-text-feature", "course", {**PAPER_RECIPE, "continuous.text_feature": False}, PAPER_SAMPLING,
         note="no caption CLIP feature in training (at sampling the image stands in for it)"),
     Row("course", "course", {}, {}, note="the profile's defaults: the recipe notebook 05 trains"),
+    Row("course, AR teacher", "course", {"captioner.targets": "autoregressive", "captioner.student_steps": 0}, {},
+        note="with an autoregressive teacher: the course's recipe trained on its captions, the same step budget"),
 )
 
 # What limits the continuous captioner in a laptop budget: the runs that chose the course's defaults
@@ -126,10 +128,12 @@ RECIPE_ROWS: tuple[Row, ...] = (
 
 # DDCap's Table 1 (the note's ablation, COCO val, no image-free training unless stated). Rows that differ
 # only in the sampler share a trained model: a and c, b and e. The paper's number is its COCO CIDEr.
-_OFF = {"ddcap.length_prediction": False, "ddcap.concentrated_mask": False, "ddcap.image_free_p": 0.0}
+_OFF = {"ddcap.length_prediction": False, "ddcap.concentrated_mask": False, "ddcap.image_free_p": 0.0,
+        "ddcap.conditioning": "cross"}
 _RANDOM = {"ddcap.order": "random", "ddcap.guidance_scale": 1.0}
 _BEST = {"ddcap.order": "best_first", "ddcap.guidance_scale": 1.0}
-_G = {"ddcap.length_prediction": True, "ddcap.concentrated_mask": True, "ddcap.image_free_p": 0.2}
+_G = {"ddcap.length_prediction": True, "ddcap.concentrated_mask": True, "ddcap.image_free_p": 0.2,
+      "ddcap.conditioning": "cross"}
 _G_SAMPLE = {"ddcap.order": "best_first", "ddcap.guidance_scale": 1.17}
 DDCAP_ROWS: tuple[Row, ...] = (
     Row("a", "Table 1", _OFF, _RANDOM, "20.6", "no trick: ancestral sampling in random order"),
@@ -148,26 +152,60 @@ DDCAP_ROWS: tuple[Row, ...] = (
     Row("g, 1/t weights", "course", {**_G, "ddcap.loss_weighting": "elbo"}, _G_SAMPLE, note="MDLM's bound"),
     Row("g, AR teacher", "course", {**_G, "captioner.targets": "autoregressive"}, _G_SAMPLE,
         note="with an autoregressive teacher: trained on its captions (sequence-level distillation)"),
+    Row("g, prefix", "course", {**_G, "ddcap.conditioning": "prefix"}, _G_SAMPLE,
+        note="the memory as prefix tokens in self-attention (the course's default)"),
+)
+
+# Issue of the course: what closes DDCap's gap to the autoregressive decoder (notebook 07, section 12). Each
+# row changes one thing of row g, trained on the references; the same steps for every row.
+_P = {**_G, "ddcap.conditioning": "prefix"}
+_P_CALIBRATED = {**_P, "ddcap.concentrated_mask": False, "ddcap.timestep_input": False}
+DDCAP_LEVER_ROWS: tuple[Row, ...] = (
+    Row("g", "lever", _G, _G_SAMPLE, note="DDCap's recipe: cross-attention to [pooled, 4x4 grid]"),
+    Row("g, prefix", "lever", _P, _G_SAMPLE, note="the grid as prefix tokens in self-attention"),
+    Row("g, prefix, no CAM", "lever", {**_P, "ddcap.concentrated_mask": False}, _G_SAMPLE),
+    Row("g, prefix, no CAM, no t", "lever", _P_CALIBRATED, _G_SAMPLE, note="no timestep input either"),
+    Row("g, prefix, loss on all", "lever", {**_P, "ddcap.loss_positions": "all"}, _G_SAMPLE,
+        note="cross-entropy on every caption token, not the hidden ones only"),
+    Row("g, prefix, p_uncond 0", "lever", {**_P, "ddcap.image_free_p": 0.0}, {**_G_SAMPLE, "ddcap.guidance_scale": 1.0}),
+    Row("g, prefix, s=1", "lever", _P, {**_G_SAMPLE, "ddcap.guidance_scale": 1.0}, note="model of 'g, prefix'"),
+    Row("g, prefix, s=1.5", "lever", _P, {**_G_SAMPLE, "ddcap.guidance_scale": 1.5}, note="model of 'g, prefix'"),
+    Row("g, prefix, sampled length", "lever", _P, {**_G_SAMPLE, "ddcap.length_choice": "sample"},
+        note="model of 'g, prefix'"),
+    Row("g, prefix, mask-predict", "lever", _P, {**_G_SAMPLE, "ddcap.order": "mask_predict"},
+        note="model of 'g, prefix': write all, re-mask the least confident, 10 iterations"),
+    Row("g, prefix, blocks of 4", "lever", _P, {**_G_SAMPLE, "ddcap.order": "blocks"},
+        note="model of 'g, prefix': semi-autoregressive blocks"),
+    Row("g, prefix, AR teacher", "lever", {**_P, "captioner.targets": "autoregressive", "captioner.student_steps": 0},
+        _G_SAMPLE,
+        note="with an autoregressive teacher: trained on its captions (sequence-level distillation)"),
+    Row("g, prefix, no CAM, no t, AR teacher", "lever", {**_P_CALIBRATED, "captioner.targets": "autoregressive",
+                                                         "captioner.student_steps": 0},
+        _G_SAMPLE, note="with an autoregressive teacher"),
+    Row("g, prefix, AR teacher, 12000 steps", "lever", {**_P, "captioner.targets": "autoregressive",
+                                                        "captioner.student_steps": 12_000},
+        _G_SAMPLE, note="with an autoregressive teacher; twice the step budget"),
 )
 
 TABLES = {"clip_diffusionlm": CLIP_DIFFUSIONLM_ROWS, "clip_diffusionlm_budget": BUDGET_ROWS,
-          "clip_diffusionlm_recipe": RECIPE_ROWS, "ddcap": DDCAP_ROWS}
+          "clip_diffusionlm_recipe": RECIPE_ROWS, "ddcap": DDCAP_ROWS,
+          "ddcap_levers": DDCAP_LEVER_ROWS}
 PAPER_METRIC = {"clip_diffusionlm": "Flickr8k BLEU-4", "clip_diffusionlm_budget": "-", "clip_diffusionlm_recipe": "-",
-                "ddcap": "COCO CIDEr"}
+                "ddcap": "COCO CIDEr", "ddcap_levers": "-"}
 # Settings every row of a table starts from (on top of the profile): DDCap cross-attends to the 4x4 grid.
 _BEFORE_RECIPE = {"continuous.length_prediction": False, "continuous.cond_norm": False, "continuous.lr_scale": 1.0,
                   "continuous.cond_dropout": 0.0, "continuous.t_min_frac": 0.0, "continuous.length_beam": 1}
 # The budget table is the one table of equal *minutes*: its rows are stopped by the clock (8 minutes, no
 # plateau stop), so they depend on the machine's speed; every other table trains by steps.
-TABLE_BASE = {"ddcap": {"captioner.grid": "fine"},
+TABLE_BASE = {"ddcap": {"captioner.grid": "fine"}, "ddcap_levers": {"captioner.grid": "fine"},
               "clip_diffusionlm_budget": {**_BEFORE_RECIPE, "captioner.train_minutes": 8.0, "captioner.patience": 0},
               "clip_diffusionlm_recipe": {"captioner.train_minutes": 0, "captioner.train_steps": 3000,
-                                          "captioner.patience": 0}}
+                                          "captioner.student_steps": 0, "captioner.patience": 0}}
 
 
 def _captioner_for(table: str):
     """(train(cfg, data) -> (model, record), caption_fn(model, cfg, tokenizer), apply_sampling(model, cfg))."""
-    if table == "ddcap":
+    if table in ("ddcap", "ddcap_levers"):
         from clipdiff_mini.captioners.ddcap import ddcap_caption_fn, train_ddcap
 
         def apply(model, cfg):
@@ -233,16 +271,72 @@ def run_rows(table: str, profile: str, rows: list[str] | None = None, *, extra: 
                    **evaluate_captions(preds, val, scorer=scorer), "train_seconds": round(record["train_seconds"], 1),
                    "steps": record["steps"], "best_step": record["best"]["step"], "passes": round(passes, 1),
                    "ms_per_caption": round(1000 * seconds / len(caps), 2), "example": caps[0],
-                   "overrides": {**row.train, **row.sample}}
+                   "overrides": {**row.train, **row.sample}, "run": run_info(table, profile, row.name, extra)}
             results.append(res)
             done[row.name] = res
             write_json(json_path, {"table": table, "profile": profile, "rows": list(done.values())})
             if progress:
                 print(f"[ablation] {row.name}: scene accuracy {res['scene_accuracy']:.3f}, "
                       f"object recall {res['object_recall']:.3f}, BLEU-4 {res['BLEU-4']:.3f}", flush=True)
-    write_json(json_path, {"table": table, "profile": profile, "rows": [r for r in results]})
-    write_text(out_dir / f"{table}.md", format_table(table, results))
+    # the files keep every finished row of the table (in the table's order), this call's and earlier ones'
+    baselines = [r for r in results if r["section"] == "baseline"]
+    every = baselines + [done[r.name] for r in spec if r.name in done]
+    write_json(json_path, {"table": table, "profile": profile, "rows": every})
+    write_text(out_dir / f"{table}.md", format_table(table, every))
     return results
+
+
+RESULTS_DIR = "results"  # the committed reference runs, relative to the project root
+
+
+def table_for_reader(table: str, output_dir) -> tuple[str, str, dict[str, dict]] | None:
+    """(where from, markdown, {row name: result}) of `table` at laptop size: the reader's own run under
+    `output_dir`/laptop/ablations when it exists, else the repository's committed reference run
+    (results/<table>.md and .json), else None."""
+    import json
+    from pathlib import Path
+
+    from clipdiff_mini.config import project_root
+
+    own = Path(output_dir) / "laptop" / "ablations" / f"{table}.md"
+    ref = project_root() / RESULTS_DIR / f"{table}.md"
+    if own.exists():
+        label, md = f"your laptop run ({own})", own
+    elif ref.exists():
+        label, md = f"the reference run committed in {RESULTS_DIR}/{table}.md (its .json: commit, machine, command)", ref
+    else:
+        return None
+    rows = {r["row"]: r for r in json.loads(md.with_suffix(".json").read_text())["rows"]}
+    return label, md.read_text(), rows
+
+
+def run_info(table: str, profile: str, row: str, extra: dict | None = None) -> dict[str, Any]:
+    """Where and how a row was run: the commit (with "+dirty" when the working tree had changes), the date,
+    the machine, torch's threads and the command that reruns the row."""
+    import datetime
+    import os
+    import platform
+    import shlex
+    import subprocess
+
+    import torch
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                                  cwd=os.path.dirname(__file__)).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no"):
+        commit += "+dirty"
+    sets = "".join(f" {k}={v}" for k, v in (extra or {}).items() if k not in TABLE_BASE.get(table, {}))
+    command = (f"python -m clipdiff_mini.captioners.ablations {table} --profile {profile} --rows {shlex.quote(row)}"
+               + (f" --set{sets}" if sets else ""))
+    return {"commit": commit, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "threads": torch.get_num_threads(),
+            "command": command}
 
 
 def _read_done(path) -> dict[str, dict]:
