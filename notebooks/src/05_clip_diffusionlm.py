@@ -42,7 +42,7 @@ from clipdiff_mini.captioners import (accuracy_by_objects, build_continuous_capt
                                       error_profile, evaluate_captions, generate_captions, load_captioning_data,
                                       most_frequent_caption, nearest_neighbour_captions, train_continuous,
                                       trivial_captions)
-from clipdiff_mini.captioners.ablations import CLIP_DIFFUSIONLM_ROWS, format_table, run_rows
+from clipdiff_mini.captioners.ablations import CLIP_DIFFUSIONLM_ROWS, format_table, run_rows, table_for_reader
 from clipdiff_mini.captioners.decoding import drop_consecutive_repeats, print_trajectory, repeat_rate
 from clipdiff_mini.captioners.display import caption_grid, plot_errors, plot_training, plot_trajectory_changes
 from clipdiff_mini.clip import peak_rss_mb
@@ -418,16 +418,20 @@ plt.show()
 # .venv/bin/python -m clipdiff_mini.captioners.ablations clip_diffusionlm --profile laptop
 # ```
 #
-# When its output exists this cell shows it; otherwise it trains a few rows
-# at the CI size (mechanics only: CI-size numbers mean nothing).
+# When your run of it exists this cell shows it, else the reference run
+# committed in `results/` (labelled as such; it may hold only some rows);
+# with neither it trains a few rows at the CI size (mechanics only: CI-size
+# numbers mean nothing). Its last row, "course, AR teacher", is the
+# course's recipe trained on the autoregressive decoder's captions
+# (sequence-level distillation, notebook 07, section 11).
 
 # %%
-table_md = cfg.path("output_dir") / "laptop" / "ablations" / "clip_diffusionlm.md"
-if table_md.exists():
-    print(f"from {table_md}:\n")
-    print(table_md.read_text())
+laptop_table = table_for_reader("clip_diffusionlm", cfg.path("output_dir"))
+if laptop_table is not None:
+    print(f"from {laptop_table[0]}:\n")
+    print(laptop_table[1])
 else:
-    print(f"{table_md} not found: training rows {ABLATION_ROWS_CI} at the ci size")
+    print(f"no laptop table yet (yours or committed in results/): training rows {ABLATION_ROWS_CI} at the ci size")
     ci_rows = run_rows("clip_diffusionlm", "ci", ABLATION_ROWS_CI, progress=False)
     print(format_table("clip_diffusionlm", ci_rows))
 print("rows of the full table:", [r.name for r in CLIP_DIFFUSIONLM_ROWS])

@@ -4,9 +4,10 @@
 # Notebook 06 built masked diffusion on token ids: the forward process hides
 # tokens behind `[MASK]`, the model predicts the clean tokens, and sampling
 # fills the masks back in. Here the picture enters. *DDCap* (Zhu et al.
-# 2022; facts in the course's `REFERENCE.md`) is a bidirectional transformer
+# 2022; facts in the course's `docs/references.md`) is a bidirectional transformer
 # over the caption that **cross-attends to the CLIP features** of the
-# picture, and four tricks make it work, each measured in the note's
+# picture (the course reads them as prefix tokens instead, section 12 says
+# why), and four tricks make it work, each measured in the note's
 # Table 1 (rows a-g):
 #
 # * **best-first inference**: commit the most confident masked position
@@ -20,8 +21,8 @@
 #
 # Each is a parameter of the cell below. This notebook
 #
-# 1. loads the CLIP features, now with a **4x4 spatial grid** for the
-#    cross-attention (the small CLIP's last stage is only 2x2);
+# 1. loads the CLIP features, now with a **4x4 spatial grid** (the small
+#    CLIP's last stage is only 2x2);
 # 2. builds the model step by step and shows the concentrated mask;
 # 3. trains it (the course's one training loop, best weights on **val**);
 # 4. shows captions appearing as the masks fill;
@@ -29,7 +30,9 @@
 #    and accuracy by the number of objects;
 # 6. draws **attention maps**: where in the picture each word looked;
 # 7. measures quality against speed (tokens per step, guidance);
-# 8. shows the rerun of Table 1 and discusses it.
+# 8. shows the rerun of Table 1 and discusses it;
+# 9. measures why the model trained on the references repeats objects and
+#    what fixes it (sections 11 and 12).
 
 # %%
 import math
@@ -44,7 +47,7 @@ from clipdiff_mini.captioners import (accuracy_by_objects, build_ddcap_captioner
                                       evaluate_captions, generate_captions, load_captioning_data,
                                       most_frequent_caption, nearest_neighbour_captions, train_ddcap,
                                       trivial_captions)
-from clipdiff_mini.captioners.ablations import DDCAP_ROWS, format_table, run_rows
+from clipdiff_mini.captioners.ablations import DDCAP_LEVER_ROWS, DDCAP_ROWS, format_table, run_rows, table_for_reader
 from clipdiff_mini.captioners.autoregressive import ar_caption_fn, train_autoregressive
 from clipdiff_mini.captioners.ddcap import concentrated_attention_mask
 from clipdiff_mini.captioners.diagnosis import masked_token_accuracy, next_token_accuracy
@@ -70,7 +73,8 @@ IMAGE_FREE_P = None  # retrains: probability of training with the learned null i
 GUIDANCE_SCALE = None  # resamples: s: log p_null + s (log p_image - log p_null); 1 = no guidance (note: 1.17)
 # Other switches
 TOKENS_PER_STEP = None  # resamples: best-first: tokens committed per network call (DDCap's code: 1)
-GRID = "fine"  # retrains: CLIP grid for the cross-attention: "fine" (4x4), "coarse" (2x2) or "none" (pooled vector only)
+GRID = "fine"  # retrains: CLIP grid the model reads: "fine" (4x4), "coarse" (2x2) or "none" (pooled vector only)
+CONDITIONING = None  # retrains: "prefix" (the CLIP tokens before the caption; the course's) or "cross" (DDCap's)
 TIMESTEP_INPUT = None  # retrains: t through adaptive LayerNorm
 LOSS_WEIGHTING = None  # retrains: "uniform" (DDCap's cross-entropy) or "elbo" (1/t-weighted bound, notebook 06)
 SCHEDULE = None  # retrains: "mask" (gammabar_t = t/T) or "ddcap" (VQ-Diffusion's linear ends)
@@ -78,6 +82,7 @@ TIMESTEPS = None  # retrains: T (DDCap: 20)
 TRAIN_STEPS = None  # retrains: the step budget (None: the profile's, 6000 on a laptop)
 PATIENCE = None  # retrains: stop after this many validation checks without progress (None: the profile's; 0 = never)
 TRAIN_MINUTES = None  # retrains: a wall-clock safety cap (None: the profile's); a run it stops depends on the machine
+STUDENT_STEPS = None  # retrains: section 11's distilled student's step budget (None: the profile's; 0: TRAIN_STEPS)
 ABLATION_ROWS_CI = ["c", "g"]  # rows trained here when no laptop table exists (ci size)
 SPEED_TOKENS_PER_STEP = [1, 2, 3, 4, 6]  # section 8: best-first K values measured
 N_SHOW = 8  # test pictures in the caption grid
@@ -90,8 +95,10 @@ cfg = get_config(PROFILE, {
     "ddcap.concentrated_mask": CONCENTRATED_MASK, "ddcap.length_prediction": LENGTH_PREDICTION,
     "ddcap.image_free_p": IMAGE_FREE_P, "ddcap.guidance_scale": GUIDANCE_SCALE,
     "ddcap.tokens_per_step": TOKENS_PER_STEP, "captioner.grid": GRID, "ddcap.timestep_input": TIMESTEP_INPUT,
+    "ddcap.conditioning": CONDITIONING,
     "ddcap.loss_weighting": LOSS_WEIGHTING, "ddcap.schedule": SCHEDULE, "ddcap.timesteps": TIMESTEPS,
-    "captioner.train_minutes": TRAIN_MINUTES, "captioner.train_steps": TRAIN_STEPS, "captioner.patience": PATIENCE})
+    "captioner.train_minutes": TRAIN_MINUTES, "captioner.train_steps": TRAIN_STEPS, "captioner.patience": PATIENCE,
+    "captioner.student_steps": STUDENT_STEPS})
 set_seed(cfg.seed)
 log = ResultLog(cfg, "07_ddcap")
 t_notebook = time.perf_counter()
@@ -101,13 +108,13 @@ print("captioner:", cfg.captioner)
 print("ddcap:", dc)
 
 # %% [markdown]
-# ## 1. The data: a finer grid for the cross-attention
+# ## 1. The data: a finer grid of the picture
 #
 # Each picture comes with its pooled CLIP embedding and a **grid** of region
 # vectors. The small CLIP of notebook 04 is a ResNet at 64 px: its last stage
 # is a 2x2 map, too coarse to separate four objects. The stage before it is
 # a 4x4 map; the feature cache keeps it (`grid_fine`), and with `GRID="fine"`
-# the captioner attends to those 16 regions plus the pooled vector. (DDCap
+# the captioner reads those 16 regions plus the pooled vector. (DDCap
 # itself attends to the 14x14 patch tokens of a ViT-B/16.)
 
 # %%
@@ -133,10 +140,18 @@ assert grid_side ** 2 == train.grid.shape[1], "the grid is square"
 # and shift read off a sinusoidal embedding of $t$ (initialised to zero, so a
 # block starts as a plain pre-norm block).
 #
-# **Blocks.** Self-attention over the caption (bidirectional, no causal
-# mask), then **cross-attention** to the memory
+# **The picture.** The memory
 # $[\text{pooled}, \text{grid}_1, \dots, \text{grid}_P]$ (each projected to
-# the width, with a learned position), then an MLP.
+# the width, with a learned position) is read in one of two ways
+# (`CONDITIONING`):
+#
+# * `"cross"`, DDCap's: each block runs self-attention over the caption
+#   (bidirectional, no causal mask), then **cross-attention** from the
+#   caption to the memory, then an MLP;
+# * `"prefix"`, the course's default: the memory's $1 + P$ tokens stand in
+#   **front of the caption** and every block runs one self-attention over
+#   both, then an MLP. This is how the autoregressive decoder of notebook 08
+#   and ClipCap read a picture. Section 12 measures why the course switched.
 #
 # **Output.** Logits over the vocabulary at every position:
 # $p_\theta(x_0\mid x_t, y)$. Training hides each token with probability
@@ -315,8 +330,10 @@ if dc.length_prediction:
 # %% [markdown]
 # ## 7. Attention maps: does a word look at its object?
 #
-# For each generated word, the last block's cross-attention weights (mean
-# over heads) at the network call that committed it, over the grid regions,
+# For each generated word, the last block's attention weights over the
+# memory (mean over heads; with prefix conditioning the self-attention's
+# share on the memory tokens, renormalised to sum to one) at the network
+# call that committed it, over the grid regions,
 # drawn on the picture. The pooled token's share is in each title: the
 # attention it takes is not on the map. (The CLIP-DiffusionLM draft lists
 # such maps as future work.)
@@ -396,16 +413,17 @@ plt.show()
 # .venv/bin/python -m clipdiff_mini.captioners.ablations ddcap --profile laptop
 # ```
 #
-# When its output exists this cell shows it; otherwise it trains a few rows
-# at the CI size (mechanics only: CI-size numbers mean nothing).
+# When your run of it exists this cell shows it, else the reference run
+# committed in `results/` when there is one; with neither it trains a few
+# rows at the CI size (mechanics only: CI-size numbers mean nothing).
 
 # %%
-table_md = cfg.path("output_dir") / "laptop" / "ablations" / "ddcap.md"
-if table_md.exists():
-    print(f"from {table_md}:\n")
-    print(table_md.read_text())
+laptop_table = table_for_reader("ddcap", cfg.path("output_dir"))
+if laptop_table is not None:
+    print(f"from {laptop_table[0]}:\n")
+    print(laptop_table[1])
 else:
-    print(f"{table_md} not found: training rows {ABLATION_ROWS_CI} at the ci size")
+    print(f"no laptop table yet (yours or committed in results/): training rows {ABLATION_ROWS_CI} at the ci size")
     ci_rows = run_rows("ddcap", "ci", ABLATION_ROWS_CI, progress=False)
     print(format_table("ddcap", ci_rows))
 print("rows of the full table:", [r.name for r in DDCAP_ROWS])
@@ -489,7 +507,9 @@ print("\n".join(lines))
 #    greedy caption of each training picture. One caption per picture means
 #    one order per picture. It needs a second model (the decoder of
 #    notebook 08, trained here first if its checkpoint does not exist), so
-#    its row says "with an autoregressive teacher".
+#    its row says "with an autoregressive teacher". The student trains for
+#    `captioner.student_steps` steps, its own budget: the curves below show
+#    why it gets more than the model trained on the references.
 
 # %%
 disagree = reference_disagreement(train.ids, train.owner)  # (L,)
@@ -561,6 +581,16 @@ print(f"teacher (autoregressive, {teacher_cfg.captioner.grid} grid as prefix tok
       f"{teacher_record['train_seconds']:.0f} s; student: {student_record['steps']} steps, "
       f"{student_record['train_seconds']:.0f} s, ended by {student_record['stopped_by']} (best on val at step "
       f"{student_record['best']['step']}); {student_seconds:.0f} s in this cell")
+# the two validation curves: the reference-trained model stops improving early, the student does not
+fig, ax = plt.subplots(figsize=(6.5, 3.2))
+for rec, label in ((record, "DDCap, references"), (student_record, "DDCap, autoregressive teacher")):
+    ax.plot([v["step"] for v in rec["history"]["val"]], [v["scene_accuracy"] for v in rec["history"]["val"]],
+            marker="o", label=label)
+ax.axhline(teacher_record["best"]["scene_accuracy"], color="k", ls="--", label="the teacher (its best)")
+ax.set(xlabel="training step", ylabel="val scene accuracy", ylim=(0, 1.02),
+       title="Validation during training (each model's own checks)")
+ax.legend(fontsize=8)
+plt.show()
 set_seed(cfg.seed)
 remedy_rows = {
     "nearest neighbour (CLIP)": rows["nearest neighbour (CLIP)"],
@@ -634,6 +664,84 @@ print("\n".join([
 # most of the gap between parallel and autoregressive decoders.
 
 # %% [markdown]
+# ## 12. What closes the gap, one lever at a time
+#
+# Section 11 found the blend of five references. What else holds the
+# model back? Each row of the table `ddcap_levers` changes one thing of
+# row g and trains for the same step budget, scored on **val**:
+#
+# * **how the picture is read**: DDCap's cross-attention against the
+#   memory as **prefix tokens** in self-attention (how the autoregressive
+#   decoder reads it), then, with the prefix, the concentrated mask and
+#   the timestep input off, and the loss on every caption token;
+# * **guidance**: no image-free training, and the scale s at sampling;
+# * **the decoding**: a sampled length, Mask-Predict's re-masking, blocks of
+#   four positions left to right (semi-autoregressive: the bridge between
+#   the two families);
+# * **the targets**: the autoregressive teacher's captions, with a larger
+#   learning rate and with twice the steps.
+#
+# The full table trains about ten models (one laptop hour), so it is its own
+# command; the notebook shows your run when it exists and otherwise the
+# reference run committed with the course:
+#
+# ```bash
+# .venv/bin/python -m clipdiff_mini.captioners.ablations ddcap_levers --profile laptop
+# ```
+
+# %%
+levers = table_for_reader("ddcap_levers", cfg.path("output_dir"))
+if levers is None:
+    print("no laptop lever table yet; rows:", [r.name for r in DDCAP_LEVER_ROWS])
+    lever_rows = {}
+else:
+    source, lever_md, lever_rows = levers
+    print(f"from {source}:\n")
+    print(lever_md)
+
+
+def lever(name, key="scene_accuracy"):
+    """A number of the lever table, or None when the row was not run."""
+    return lever_rows.get(name, {}).get(key)
+
+
+pairs = [("g", "g, prefix", "reading the grid as prefix tokens instead of by cross-attention"),
+         ("g, prefix", "g, prefix, no CAM", "dropping the concentrated mask"),
+         ("g, prefix", "g, prefix, loss on all", "scoring every token, not only the hidden ones"),
+         ("g, prefix", "g, prefix, s=1", "guidance off at sampling (half the passes)"),
+         ("g, prefix", "g, prefix, sampled length", "sampling the length"),
+         ("g, prefix", "g, prefix, mask-predict", "Mask-Predict's re-masking"),
+         ("g, prefix", "g, prefix, blocks of 4", "blocks of four, left to right"),
+         ("g, prefix", "g, prefix, AR teacher", "the autoregressive teacher's captions as targets"),
+         ("g, prefix, AR teacher", "g, prefix, no CAM, no t, AR teacher", "with the teacher: no mask, no timestep"),
+         ("g, prefix, AR teacher", "g, prefix, AR teacher, lr 2e-3", "with the teacher: twice the learning rate"),
+         ("g, prefix, AR teacher", "g, prefix, AR teacher, 12000 steps", "with the teacher: twice the steps")]
+for a, b, what in pairs:
+    if lever(a) is not None and lever(b) is not None:
+        print(f"- {what}: scene accuracy {lever(a):.3f} -> {lever(b):.3f} ({lever(b) - lever(a):+.3f}), object recall "
+              f"{lever(a, 'object_recall'):.3f} -> {lever(b, 'object_recall'):.3f}, repeated object "
+              f"{lever(a, 'repeated_object'):.1%} -> {lever(b, 'repeated_object'):.1%}")
+
+# %% [markdown]
+# What to take from it, in the order of the lines above:
+#
+# * **How the picture is read** matters, but is not the main problem: with
+#   the memory as prefix tokens every layer mixes picture and words in one
+#   attention, as in the autoregressive decoder, and the same network
+#   trains faster per step (no second attention per block). A model
+#   trained on five disagreeing references still scores far below its
+#   teacher whichever way it reads the picture.
+# * **The targets** are the main problem: the teacher's single caption per
+#   picture is the largest step of the table.
+# * **The student is slow to learn**: the validation curve of section 11
+#   keeps rising where the reference-trained one is flat, and twice the
+#   steps buy more. Hence `captioner.student_steps`.
+# * **DDCap's own tricks still pay**: without the concentrated mask and the
+#   timestep, the student learns less in the same steps.
+# * **Sampling switches** (guidance, the length, the decoding order) move
+#   the score little next to the targets.
+
+# %% [markdown]
 # ## Summary
 #
 # * Masked diffusion writes a caption by filling masks; every trick of
@@ -651,7 +759,11 @@ print("\n".join([
 #   the decoding order nor the length removes that, while training on one
 #   caption per picture from an autoregressive teacher does (section 11,
 #   whose printed lines give this run's numbers). The cost is a second
-#   model, and a student bounded by its teacher.
+#   model, a student bounded by its teacher, and more training steps for
+#   the student.
+# * Reading the CLIP grid as prefix tokens, as the autoregressive decoder
+#   does, is the course's default; section 12's table measures it beside
+#   every other lever, one row each.
 
 # %%
 log.add("notebook seconds", round(time.perf_counter() - t_notebook, 1))

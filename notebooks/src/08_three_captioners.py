@@ -20,7 +20,8 @@
 # * an **autoregressive** decoder (`captioners/autoregressive.py`): a causal
 #   transformer of the same width and depth, conditioned on the same CLIP
 #   features, trained by the same loop with the same optimiser and the same
-#   step budget (`captioner.train_steps`); greedy and beam search,
+#   step budget (`captioner.train_steps`; a distilled DDCap trains for
+#   `captioner.student_steps`); greedy and beam search,
 #   with and without a key-value cache.
 #
 # This notebook
@@ -117,12 +118,17 @@ print(f"grids: CLIP-DiffusionLM {cfg_c.captioner.grid!r}, DDCap {cfg_d.captioner
 #
 # Each model reads the CLIP grid its notebook chose: CLIP-DiffusionLM the
 # profile's grid (on a laptop the pooled vector alone, which did better than
-# the grid in the budget runs of `docs/design_log.md`), DDCap the 4x4 grid by cross-attention, and
-# the autoregressive decoder, by the parameter `AR_GRID` (default the 4x4
-# grid, the same features as DDCap), as prefix tokens in front of the
-# caption (ClipCap). All three have the width and depth of `captioner` and
-# train for the same steps through `train_captioner`, which
-# loads a finished checkpoint of the same settings instead of training again.
+# the grid in the budget runs of `docs/design_log.md`), DDCap the 4x4 grid as
+# prefix tokens in self-attention (notebook 07, section 12), and the
+# autoregressive decoder, by the parameter `AR_GRID` (default the 4x4 grid,
+# the same features as DDCap), as prefix tokens in front of the caption
+# (ClipCap). DDCap and the decoder thus read the picture the same way: they
+# differ in the attention mask (bidirectional against causal) and in how
+# they write. All three have the width and depth of `captioner` and train
+# through `train_captioner`, for the same step budget
+# (`captioner.train_steps`), except a distilled DDCap, which trains for its
+# own `captioner.student_steps` (notebook 07 shows why); the loop loads a
+# finished checkpoint of the same settings instead of training again.
 
 # %%
 t0 = time.perf_counter()
