@@ -22,7 +22,23 @@
 # 4. the **caption metrics** captioning papers report (BLEU, METEOR,
 #    ROUGE-L, CIDEr), and an experiment that shows why, on this dataset, we
 #    also check whether a caption is *true*.
+
+# %% [markdown]
+# After this notebook you can:
 #
+# * run one notebook of the course, or all of them, in each of the three
+#   profiles (`ci`, `laptop`, `colab`), and find the numbers each run reports;
+# * describe the embedded dataset (a picture, its five captions, the scene
+#   stored behind it) and load its splits with `load_split`;
+# * turn a caption into token ids and back with the course's word tokenizer
+#   and with BERT's WordPiece, and say what each special token is for;
+# * write down corpus BLEU (clipped n-gram precisions, the brevity penalty)
+#   and recompute sentence BLEU by hand against `pycocoevalcap`;
+# * judge whether a caption is true of its picture with the scene judge, and
+#   show by an experiment why n-gram metrics barely punish a caption with one
+#   wrong word.
+
+# %% [markdown]
 # ## The plan
 #
 # | notebook | what it teaches |

@@ -20,6 +20,20 @@
 # with $\bar\alpha_0 = 1$ (the library is `clipdiff_mini.diffusion.noise_schedules` and
 # `clipdiff_mini.diffusion.gaussian_diffusion`).
 
+# %% [markdown]
+# After this notebook you can:
+#
+# * write one step of the forward process and explain why it shrinks the
+#   signal by $\sqrt{1-\beta_t}$ (the variance-preserving process);
+# * derive $q(x_t\mid x_0)$ by induction with the reparameterisation trick,
+#   and the covariance of two points of one trajectory, and check both against
+#   a simulated chain;
+# * compute $\bar\alpha_t$ and the signal-to-noise ratio of the linear,
+#   cosine and sqrt schedules, and say where along the chain each one removes
+#   the signal;
+# * measure how many words survive when caption embeddings are noised, and
+#   explain why Diffusion-LM uses the sqrt schedule for text.
+
 # %%
 import math
 import os

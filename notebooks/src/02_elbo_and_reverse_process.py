@@ -23,6 +23,21 @@
 # library pieces are `clipdiff_mini.diffusion.gaussian_diffusion` (posterior, KL, bound),
 # `clipdiff_mini.diffusion.samplers` (DDPM, DDIM) and `clipdiff_mini.diffusion.toy_distributions`.
 
+# %% [markdown]
+# After this notebook you can:
+#
+# * derive the variational bound on $-\log p_\theta(x_0)$ and split it into
+#   a prior term, one KL term per step and a reconstruction term;
+# * derive the posterior $q(x_{t-1}\mid x_t, x_0)$ by completing the square;
+# * turn each KL term into a weighted squared error on $x_0$, on the noise or
+#   on the mean, and say which weights the simplified losses of DDPM and
+#   Diffusion-LM drop;
+# * compute the optimal denoiser $\mathbb E[x_0\mid x_t]$ and the whole bound
+#   exactly for a mixture of Gaussians, and use them to check Monte Carlo
+#   estimates;
+# * sample with DDPM and DDIM, explain why a DDIM jump keeps the marginals,
+#   and check the samples against the known distribution.
+
 # %%
 import math
 import os

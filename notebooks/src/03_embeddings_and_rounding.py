@@ -38,6 +38,21 @@
 # (embedding, rounding, clamping) and `clipdiff_mini/diffusion/text_diffusion.py`
 # (denoiser, objective, trainer).
 
+# %% [markdown]
+# After this notebook you can:
+#
+# * write the bound of a text diffusion model with an embedding step and a
+#   rounding step, and derive the rounding term as a softmax over negative
+#   squared distances to the embedding rows;
+# * compute how far apart two word vectors must be for a blurred word to
+#   round back to itself;
+# * explain why embeddings learned jointly with the denoiser collapse without
+#   the rounding term, and measure the collapse in training;
+# * say what the rounding weight and the adaptive ratio do to the rounding
+#   term's share of the loss;
+# * sample captions from a small text-only Diffusion-LM with and without the
+#   clamping trick, and say what clamping can and cannot change.
+
 # %%
 import hashlib
 import math

@@ -29,6 +29,22 @@
 # 5. shows the pretrained route (ViT-B/32 as in CLIP-DiffusionLM, ViT-B/16 as
 #    in DDCap), which needs network access and so runs in the Colab profile.
 
+# %% [markdown]
+# After this notebook you can:
+#
+# * derive CLIP's symmetric InfoNCE loss and its gradient with respect to the
+#   learned temperature, and check both against open_clip;
+# * explain why the loss bounds the mutual information between a picture and
+#   its caption, and why the batch size caps that bound;
+# * train a small CLIP on the shapes and cache the features every later
+#   notebook reads: pooled image embeddings, the patch grid, caption
+#   embeddings;
+# * measure what the features know (retrieval recall, zero-shot probes,
+#   linear probes against a control of random features) and predict from it
+#   which attributes a captioner will get wrong;
+# * switch to a pretrained CLIP through the same calls when the machine has
+#   network.
+
 # %%
 import os
 import time

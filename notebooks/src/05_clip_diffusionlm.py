@@ -30,6 +30,22 @@
 #    missing subject) on our data, compares samplers, shows the ablation
 #    table, and measures the evaluation leakage of the paper's split.
 
+# %% [markdown]
+# After this notebook you can:
+#
+# * measure where along the noise schedule a caption is decided, by rounding
+#   noisy word vectors with no model at all, and explain from it why the
+#   paper's plain recipe learns little in a CPU budget;
+# * say, row by row, where the course's recipe departs from the paper's, and
+#   switch any row back with a parameter;
+# * train the continuous captioner, watch a caption condense out of noise,
+#   and evaluate it on test beside the most frequent caption and
+#   nearest-neighbour retrieval;
+# * count its errors (colour-shape binding, repeated words, an object named
+#   twice) and trade quality against network passes across samplers;
+# * rerun the paper's ablations and measure how much a caption-level split of
+#   the data flatters a captioner that only remembers.
+
 # %%
 import os
 import time

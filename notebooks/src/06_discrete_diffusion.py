@@ -34,6 +34,22 @@
 # `discrete_toy.py` (the toy with an exact denoiser) and `masked_lm.py` (the
 # small transformer).
 
+# %% [markdown]
+# After this notebook you can:
+#
+# * write the mask-and-replace forward process, its closed-form $\bar Q_t$
+#   and its posterior, and check them against matrix products and enumerated
+#   paths;
+# * show that with masking only the variational bound is a weighted
+#   cross-entropy on the masked positions, and why DDCap's unweighted loss has
+#   the same optimum;
+# * take the continuous-time limit (MDLM's weight $1/t$) and compute the bound
+#   exactly on a toy whose best denoiser is known;
+# * separate what a sampler gets wrong from what a model gets wrong, by
+#   running random-order and best-first sampling with an exact denoiser;
+# * train a tiny unconditional masked model on the captions and estimate its
+#   bound on held-out captions.
+
 # %%
 import math
 import os

@@ -34,6 +34,22 @@
 # 9. measures why the model trained on the references repeats objects and
 #    what fixes it (sections 11 and 12).
 
+# %% [markdown]
+# After this notebook you can:
+#
+# * build DDCap's denoiser: the timestep through adaptive LayerNorm, the CLIP
+#   memory read by cross-attention or as prefix tokens, the concentrated
+#   attention mask and the length head;
+# * train it, evaluate it on test beside the baselines, and draw where in the
+#   picture each generated word looked;
+# * trade quality against speed by committing several tokens per network
+#   call, with and without guidance;
+# * read DDCap's Table 1 and the course's lever table, rerun on the shapes,
+#   and say what each trick changes;
+# * explain why a masked captioner trained on five references per picture
+#   names objects twice, and measure the standard remedy, sequence-level
+#   distillation from an autoregressive teacher.
+
 # %%
 import math
 import os

@@ -39,6 +39,19 @@
 # 6. lets you **describe a scene** and caption it with all three;
 # 7. concludes from the numbers measured above.
 
+# %% [markdown]
+# After this notebook you can:
+#
+# * compare a continuous, a masked and an autoregressive captioner of the same
+#   size, trained by the same loop for the same step budget;
+# * time a captioner fairly (a warm-up, the median of repeated runs, one
+#   picture at a time and in batches) and count its network passes, with and
+#   without a key-value cache;
+# * choose sampling settings on val and report them once on test;
+# * measure how well each model fills a gap in a caption, and count where
+#   diffusion writes later words before earlier ones;
+# * describe a scene of your own and caption it with all three models.
+
 # %%
 import os
 import statistics

@@ -26,6 +26,21 @@
 # the paper preset of the chosen model is applied, with the data you put
 # on Drive.
 
+# %% [markdown]
+# After this notebook you can:
+#
+# * point the course at a real dataset in Karpathy's split format, or let it
+#   write the offline fixture, and cache the CLIP features once;
+# * train any registered captioner with the course's one training command,
+#   cut it off as a disconnect would, resume it, and explain why the resumed
+#   weights are bit-identical (and when they cannot be);
+# * evaluate on test with the weights chosen on val, with the COCO metrics or
+#   the quick Python ones;
+# * caption your own image files from a checkpoint, in the notebook and with
+#   `python -m clipdiff_mini.caption`;
+# * apply a paper preset and run the same command on several GPUs with
+#   `torchrun`.
+
 # %%
 import os
 import shutil
