@@ -315,9 +315,10 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# **The question of the issue**: is any diffusion setting *faster* than the
-# autoregressive decoder with its cache (greedy, batch `BATCH`) while within
-# 2 points of its scene accuracy? Answered on val, from the sweep above:
+# **The speed question** of this notebook's introduction: is any diffusion
+# setting *faster* than the autoregressive decoder with its cache (greedy,
+# batch `BATCH`) while within 2 points of its scene accuracy? Answered on
+# val, from the sweep above:
 
 # %%
 ar_ref = next(r for r in sweep if r["model"] == "autoregressive" and r["setting"] == DEFAULT["autoregressive"])

@@ -321,9 +321,9 @@ print("the command's captions == the notebook's")
 # torchrun --nproc_per_node 8 -m clipdiff_mini.train --model ddcap --profile colab --preset paper_ddcap
 # ```
 #
-# Expected run times per GPU type: **not measured** (no GPU was available
-# when this notebook was written; the tests run two CPU processes with
-# gloo). Fill in the table from the steps per second the command prints.
+# Expected run times per GPU type: **not measured** by the course (its
+# tests run the distributed path as two CPU processes with gloo). Fill in
+# the table from the steps per second the command prints.
 #
 # | run | T4 (Colab free) | A100 | 8 x A100 |
 # |---|---|---|---|
