@@ -24,7 +24,9 @@
 # falls back: on a laptop or in the `ci` profile the whole path runs on the
 # fixture, with the small CLIP notebook 04 trained, in minutes on a CPU. On Colab, set `PROFILE = "colab"` (GPU runtime):
 # the paper preset of the chosen model is applied, with the data you put
-# on Drive.
+# on Drive. The autoregressive decoder is the course's baseline, not a
+# paper's model: it has no preset and trains with the colab profile's
+# settings.
 
 # %% [markdown]
 # After this notebook you can:
@@ -68,7 +70,8 @@ from clipdiff_mini.train import colab_drive, train_model
 # %% tags=["parameters"]
 PROFILE = os.environ.get("CLIPDIFF_PROFILE", "laptop")  # "ci" | "laptop" | "colab"
 MODEL = "clip_diffusionlm"  # "clip_diffusionlm", "ddcap" or "autoregressive" (the registry's names)
-PRESET = None  # None: the model's paper preset on colab, the profile's sizes elsewhere; or a name in config.PRESETS
+PRESET = None  # None: the model's paper preset on colab (the autoregressive decoder has none: the profile's
+# settings), the profile's sizes elsewhere; or a name in config.PRESETS
 DATASET = None  # None: the Karpathy file the config names (Flickr8k by default); "fixture": the offline copy
 USE_DRIVE = True  # on Colab: data cache and checkpoints on Google Drive (asks for permission once)
 DISCONNECT_AT = None  # the step at which training is cut off and resumed (None: half way)
@@ -79,8 +82,10 @@ FIXTURE_CLIP = "notebook 04"  # the fixture's pictures are the embedded dataset'
 # ("notebook 04") or train a second one on the fixture (None; about 10 minutes on a laptop)
 
 # %%
-PAPER_PRESETS = {"clip_diffusionlm": "paper_clip_diffusionlm", "ddcap": "paper_ddcap"}
+PAPER_PRESETS = {"clip_diffusionlm": "paper_clip_diffusionlm", "ddcap": "paper_ddcap"}  # no paper: no preset
 preset = PRESET if PRESET is not None else (PAPER_PRESETS.get(MODEL) if PROFILE == "colab" else None)
+if PRESET is None and PROFILE == "colab" and MODEL not in PAPER_PRESETS:
+    print(f"{MODEL}: no paper preset (the course's baseline, not a paper's model); the colab profile's settings")
 drive = colab_drive() if USE_DRIVE else None  # None outside Colab: nothing to mount
 where = {"paths.checkpoint_dir": str(drive / "checkpoints"), "paths.cache_dir": str(drive / "cache")} if drive else {}
 
@@ -148,8 +153,9 @@ if reason:
                      "data.image_size": base.data.image_size})
 if (preset or PROFILE == "colab") and not gpu:
     print(f"no GPU: the {preset or PROFILE} sizes would take days on a CPU; using the laptop profile's sizes")
-    cfg = get_config("laptop", {**{k: v for k, v in preset_overrides(preset).items()
-                                   if k in ("data.source", "data.karpathy_json", "data.image_dir")}, **where})
+    data_keys = ("data.source", "data.karpathy_json", "data.image_dir")  # the preset's data, when there is one
+    cfg = get_config("laptop", {**{k: v for k, v in (preset_overrides(preset) if preset else {}).items()
+                                   if k in data_keys}, **where})
 if not hub.online:
     if cfg.clip.source == "pretrained":
         print("no network: the pretrained CLIP cannot be fetched; using the course's small CLIP, trained here")
