@@ -381,7 +381,7 @@ def test_mask_predict_rewrites_the_least_confident_words(monkeypatch):
 
 # ---- prefix conditioning and the loss on every position (issue 21's levers) ----------------------
 def test_prefix_attention_mask_matches_its_definition_entry_by_entry():
-    cfg = tiny_cfg(**{"ddcap.conditioning": "prefix"})
+    cfg = tiny_cfg(**{"ddcap.conditioning": "prefix", "ddcap.concentrated_mask": True})
     data = fake_split(cfg, n=4)
     model = build_ddcap_captioner(cfg, data)
     x = data.ids[:3].clone()

@@ -185,6 +185,9 @@ DDCAP_LEVER_ROWS: tuple[Row, ...] = (
     Row("g, prefix, AR teacher, 12000 steps", "lever", {**_P, "captioner.targets": "autoregressive",
                                                         "captioner.student_steps": 12_000},
         _G_SAMPLE, note="with an autoregressive teacher; twice the step budget"),
+    Row("g, prefix, no CAM, AR teacher, 12000 steps", "lever",
+        {**_P, "ddcap.concentrated_mask": False, "captioner.targets": "autoregressive", "captioner.student_steps": 12_000},
+        _G_SAMPLE, note="with an autoregressive teacher; twice the step budget, no concentrated mask"),
 )
 
 TABLES = {"clip_diffusionlm": CLIP_DIFFUSIONLM_ROWS, "clip_diffusionlm_budget": BUDGET_ROWS,
