@@ -58,3 +58,21 @@ def test_the_reader_sees_their_own_run_before_the_reference_run(tmp_path):
     label, md, rows = table_for_reader(table, tmp_path)
     assert "your laptop run" in label and md == "my table\n" and list(rows) == ["mine"]
     assert table_for_reader("no such table", tmp_path) is None
+
+
+def test_lever_pairs_name_rows_of_the_lever_table():
+    from clipdiff_mini.captioners.ablations import DDCAP_LEVER_ROWS, LEVER_PAIRS
+
+    names = {r.name for r in DDCAP_LEVER_ROWS}
+    for a, b, _ in LEVER_PAIRS:
+        assert a in names and b in names, (a, b)
+
+
+def test_row_differences_by_hand():
+    from clipdiff_mini.captioners.ablations import row_differences
+
+    rows = {"x": {"scene_accuracy": 0.25, "object_recall": 0.5, "repeated_object": 0.1},
+            "y": {"scene_accuracy": 0.75, "object_recall": 0.625, "repeated_object": 0.02}}
+    lines = row_differences(rows, [("x", "y", "a change"), ("x", "missing", "skipped")])
+    assert lines == ["- a change: scene accuracy 0.250 -> 0.750 (+0.500), object recall 0.500 -> 0.625, "
+                     "repeated object 10.0% -> 2.0%"]

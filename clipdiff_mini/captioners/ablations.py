@@ -190,6 +190,38 @@ DDCAP_LEVER_ROWS: tuple[Row, ...] = (
         _G_SAMPLE, note="with an autoregressive teacher; twice the step budget, no concentrated mask"),
 )
 
+# The comparisons notebook 07 prints from the lever table: (row a, row b, what b changes of a).
+LEVER_PAIRS: tuple[tuple[str, str, str], ...] = (
+    ("g", "g, prefix", "reading the grid as prefix tokens instead of by cross-attention"),
+    ("g, prefix", "g, prefix, no CAM", "dropping the concentrated mask"),
+    ("g, prefix", "g, prefix, loss on all", "scoring every token, not only the hidden ones"),
+    ("g, prefix", "g, prefix, s=1", "guidance off at sampling (half the passes)"),
+    ("g, prefix", "g, prefix, sampled length", "sampling the length"),
+    ("g, prefix", "g, prefix, mask-predict", "Mask-Predict's re-masking"),
+    ("g, prefix", "g, prefix, blocks of 4", "blocks of four, left to right"),
+    ("g, prefix", "g, prefix, AR teacher", "the autoregressive teacher's captions as targets"),
+    ("g, prefix, AR teacher", "g, prefix, no CAM, no t, AR teacher", "with the teacher: no mask, no timestep"),
+    ("g, prefix, AR teacher", "g, prefix, AR teacher, 12000 steps", "with the teacher: twice the steps"),
+    ("g, prefix, AR teacher, 12000 steps", "g, prefix, no CAM, AR teacher, 12000 steps",
+     "with the teacher and twice the steps: dropping the concentrated mask"),
+)
+
+
+def row_differences(rows: dict[str, dict], pairs=LEVER_PAIRS) -> list[str]:
+    """One line per pair (a, b, what) whose two rows are both in `rows` ({row name: result}): scene
+    accuracy, object recall and the repeated-object rate of a and of b, and the change of scene accuracy."""
+    lines = []
+    for a, b, what in pairs:
+        if a not in rows or b not in rows:
+            continue
+        ra, rb = rows[a], rows[b]
+        lines.append(f"- {what}: scene accuracy {ra['scene_accuracy']:.3f} -> {rb['scene_accuracy']:.3f} "
+                     f"({rb['scene_accuracy'] - ra['scene_accuracy']:+.3f}), object recall "
+                     f"{ra['object_recall']:.3f} -> {rb['object_recall']:.3f}, repeated object "
+                     f"{ra['repeated_object']:.1%} -> {rb['repeated_object']:.1%}")
+    return lines
+
+
 TABLES = {"clip_diffusionlm": CLIP_DIFFUSIONLM_ROWS, "clip_diffusionlm_budget": BUDGET_ROWS,
           "clip_diffusionlm_recipe": RECIPE_ROWS, "ddcap": DDCAP_ROWS,
           "ddcap_levers": DDCAP_LEVER_ROWS}

@@ -155,7 +155,8 @@ class Block(nn.Module):
                 temb: Tensor | None, need_weights: bool):
         """x (B, L, W); memory_kv: this block's cross-attention keys and values (B, H, 1 + P, d) of the
         memory (None without cross-attention). Returns (x, weights): the cross-attention weights
-        (B, L, 1 + P), or without cross-attention the self-attention weights (B, L, L), when asked."""
+        (B, L, 1 + P), or without cross-attention the self-attention weights (B, S, S) over the whole
+        sequence (memory and caption), when asked."""
         mod = self.ada(temb) if self.ada is not None and temb is not None else None  # (B, 2 n_norms W)
         h = self._norm(0, x, mod)
         a, w = self.self_attn(h, h, allowed, need_weights and self.cross_attn is None)

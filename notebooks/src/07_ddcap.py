@@ -63,7 +63,8 @@ from clipdiff_mini.captioners import (accuracy_by_objects, build_ddcap_captioner
                                       evaluate_captions, generate_captions, load_captioning_data,
                                       most_frequent_caption, nearest_neighbour_captions, train_ddcap,
                                       trivial_captions)
-from clipdiff_mini.captioners.ablations import DDCAP_LEVER_ROWS, DDCAP_ROWS, format_table, run_rows, table_for_reader
+from clipdiff_mini.captioners.ablations import (DDCAP_LEVER_ROWS, DDCAP_ROWS, format_table, row_differences, run_rows,
+                                                table_for_reader)
 from clipdiff_mini.captioners.autoregressive import ar_caption_fn, train_autoregressive
 from clipdiff_mini.captioners.ddcap import concentrated_attention_mask
 from clipdiff_mini.captioners.diagnosis import masked_token_accuracy, next_token_accuracy
@@ -719,32 +720,12 @@ else:
     print(lever_md)
 
 
-def lever(name, key="scene_accuracy"):
-    """A number of the lever table, or None when the row was not run."""
-    return lever_rows.get(name, {}).get(key)
-
-
-pairs = [("g", "g, prefix", "reading the grid as prefix tokens instead of by cross-attention"),
-         ("g, prefix", "g, prefix, no CAM", "dropping the concentrated mask"),
-         ("g, prefix", "g, prefix, loss on all", "scoring every token, not only the hidden ones"),
-         ("g, prefix", "g, prefix, s=1", "guidance off at sampling (half the passes)"),
-         ("g, prefix", "g, prefix, sampled length", "sampling the length"),
-         ("g, prefix", "g, prefix, mask-predict", "Mask-Predict's re-masking"),
-         ("g, prefix", "g, prefix, blocks of 4", "blocks of four, left to right"),
-         ("g, prefix", "g, prefix, AR teacher", "the autoregressive teacher's captions as targets"),
-         ("g, prefix, AR teacher", "g, prefix, no CAM, no t, AR teacher", "with the teacher: no mask, no timestep"),
-         ("g, prefix, AR teacher", "g, prefix, AR teacher, 12000 steps", "with the teacher: twice the steps"),
-         ("g, prefix, AR teacher, 12000 steps", "g, prefix, no CAM, AR teacher, 12000 steps",
-          "with the teacher and twice the steps: dropping the concentrated mask")]
 for name in ("g", "g, prefix"):
-    if lever(name) is not None:
-        print(f"{name}: {lever(name, 'steps')} steps in {lever(name, 'train_seconds'):.0f} s "
-              f"({lever(name, 'steps') / lever(name, 'train_seconds'):.1f} steps/s as recorded by the training loop)")
-for a, b, what in pairs:
-    if lever(a) is not None and lever(b) is not None:
-        print(f"- {what}: scene accuracy {lever(a):.3f} -> {lever(b):.3f} ({lever(b) - lever(a):+.3f}), object recall "
-              f"{lever(a, 'object_recall'):.3f} -> {lever(b, 'object_recall'):.3f}, repeated object "
-              f"{lever(a, 'repeated_object'):.1%} -> {lever(b, 'repeated_object'):.1%}")
+    if name in lever_rows:
+        r = lever_rows[name]
+        print(f"{name}: {r['steps']} steps in {r['train_seconds']:.0f} s "
+              f"({r['steps'] / r['train_seconds']:.1f} steps/s as recorded by the training loop)")
+print("\n".join(row_differences(lever_rows)))
 
 # %% [markdown]
 # What to take from it, in the order of the lines above:
