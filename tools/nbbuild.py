@@ -9,6 +9,9 @@ Open-in-Colab badge and the Colab install cell) and writes notebooks with no
 outputs. A test checks that the committed notebooks match their sources.
 (Hand-written rather than jupytext to keep the toolchain to the stack.)
 
+The exercise solutions are built the same way, from
+``notebooks/solutions/src/NN_name_solutions.py`` to ``notebooks/solutions/``.
+
     python tools/nbbuild.py            # rebuild every notebook
     python tools/nbbuild.py --check    # exit 1 if a notebook is out of date
 """
@@ -62,8 +65,13 @@ def parse_source(text: str) -> list[dict]:
     return [c for c in cells if c["source"].strip()]
 
 
-def build(src: Path) -> nbformat.NotebookNode:
-    name = src.with_suffix(".ipynb").name
+# (folder of the sources, folder of the notebooks, prefix of the cell ids)
+FOLDERS = ((Path("notebooks/src"), Path("notebooks"), ""),
+           (Path("notebooks/solutions/src"), Path("notebooks/solutions"), "s"))
+
+
+def build(src: Path, out_dir: Path = Path("notebooks"), id_prefix: str = "") -> nbformat.NotebookNode:
+    name = (out_dir / src.with_suffix(".ipynb").name).relative_to("notebooks").as_posix()
     cells = parse_source(src.read_text())
     nb = nbformat.v4.new_notebook()
     nb.metadata = {
@@ -80,7 +88,7 @@ def build(src: Path) -> nbformat.NotebookNode:
             cell.metadata["tags"] = c["tags"]
         out.append(cell)
     for i, cell in enumerate(out):  # stable ids keep diffs small
-        cell["id"] = f"{src.stem[:2]}-{i:03d}"
+        cell["id"] = f"{id_prefix}{src.stem[:2]}-{i:03d}"
     nb.cells = out
     return nb
 
@@ -95,11 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("names", nargs="*", help="source stems to build (default: all)")
     args = ap.parse_args(argv)
     stale = []
-    for src in sorted((ROOT / "notebooks" / "src").glob("[0-9][0-9]_*.py")):
+    sources = [(src, out, prefix) for src_dir, out, prefix in FOLDERS
+               for src in sorted((ROOT / src_dir).glob("[0-9][0-9]_*.py"))]
+    for src, out_dir, prefix in sources:
         if args.names and src.stem not in args.names and src.stem[:2] not in args.names:
             continue
-        target = ROOT / "notebooks" / src.with_suffix(".ipynb").name
-        text = render(build(src))
+        target = ROOT / out_dir / src.with_suffix(".ipynb").name
+        text = render(build(src, out_dir, prefix))
         if target.exists() and target.read_text() == text:
             continue
         stale.append(target.name)
