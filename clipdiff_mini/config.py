@@ -42,6 +42,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "captioner.grid": ("fine", "coarse", "none"),
     "captioner.teacher_grid": ("fine", "coarse", "none"),
     "captioner.targets": ("references", "autoregressive"),
+    "captioner.student_init": ("scratch", "references"),
     "continuous.fusion": ("concat", "add"),
     "continuous.schedule": ("linear", "cosine", "sqrt"),
     "continuous.target": ("x0", "x_t-n"),
@@ -182,6 +183,8 @@ class CaptionerConfig:
     teacher_grid: str = "fine"  # the CLIP grid the autoregressive teacher reads (prefix tokens)
     student_steps: int = 12_000  # distillation: the student's step budget (0: train_steps); its teacher trains
     # train_steps. A masked student keeps learning after its teacher has stopped (notebook 07, sections 11-12)
+    student_init: str = "scratch"  # distillation: a student starts from random weights ("scratch") or from the
+    # same captioner trained on the references ("references"; trained first when its checkpoint is missing)
 
 
 @dataclass

@@ -148,3 +148,34 @@ def test_the_students_step_budget_leaves_the_teacher_and_the_reference_runs_alon
     _, long = train_ddcap(longer, data, progress=False)
     assert short["steps"] == cfg.captioner.train_steps == 4 and long["steps"] == 6
     assert long["key"] != short["key"]
+
+
+def test_a_student_from_the_references_starts_from_that_models_best_weights(tiny, monkeypatch):
+    """captioner.student_init = "references": the student's weights when its training begins are the best
+    weights (on val) stored in the checkpoint of the same captioner trained on the references; the run is
+    another run than the scratch student, and a run on the references ignores the setting."""
+    from clipdiff_mini.captioners import ddcap, training
+
+    cfg, data = tiny
+    _, plain = ddcap.train_ddcap(cfg, data, progress=False)
+    _, plain_again = ddcap.train_ddcap(cfg.replace({"captioner.student_init": "references"}), data, progress=False)
+    assert plain_again["key"] == plain["key"] and plain_again["resumed"]
+    stored = torch.load(plain["path"], map_location="cpu", weights_only=False)["state"]["best_state"]
+
+    started = {}
+    real = training.train_captioner
+
+    def spy(model, *args, **kw):
+        started.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return real(model, *args, **kw)
+
+    monkeypatch.setattr(training, "train_captioner", spy)
+    student = cfg.replace({"captioner.targets": "autoregressive", "captioner.student_init": "references"})
+    _, warm = ddcap.train_ddcap(student, data, progress=False)
+    assert set(started) == set(stored)
+    for name, value in stored.items():
+        assert torch.equal(started[name], value), name
+    _, cold = ddcap.train_ddcap(student.replace({"captioner.student_init": "scratch"}), data, progress=False)
+    assert warm["key"] != cold["key"]
+    cold_start = {k: v for k, v in started.items()}  # the spy's last call: the scratch student
+    assert any(not torch.equal(cold_start[k], v) for k, v in stored.items())

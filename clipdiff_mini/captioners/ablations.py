@@ -188,6 +188,10 @@ DDCAP_LEVER_ROWS: tuple[Row, ...] = (
     Row("g, prefix, no CAM, AR teacher, 12000 steps", "lever",
         {**_P, "ddcap.concentrated_mask": False, "captioner.targets": "autoregressive", "captioner.student_steps": 12_000},
         _G_SAMPLE, note="with an autoregressive teacher; twice the step budget, no concentrated mask"),
+    Row("g, prefix, no CAM, AR teacher, from refs", "lever",
+        {**_P, "ddcap.concentrated_mask": False, "captioner.targets": "autoregressive", "captioner.student_steps": 6_000,
+         "captioner.student_init": "references"},
+        _G_SAMPLE, note="with an autoregressive teacher; starts from row 'g, prefix, no CAM' (6000 + 6000 steps)"),
 )
 
 # The comparisons notebook 07 prints from the lever table: (row a, row b, what b changes of a).

@@ -116,7 +116,7 @@ def training_settings(section: str, values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k not in SAMPLING_ONLY.get(section, ())}
 # Settings added after checkpoints existed: left out of the identity at their default value, so that
 # checkpoints written before they existed keep their key (and still resume).
-_NEUTRAL_DEFAULTS = {"captioner": {"grad_accum": 1, "student_steps": 0}}
+_NEUTRAL_DEFAULTS = {"captioner": {"grad_accum": 1, "student_steps": 0, "student_init": "scratch"}}
 
 
 def run_identity(cfg, name: str, extra: dict | None = None) -> dict[str, Any]:
@@ -131,6 +131,7 @@ def run_identity(cfg, name: str, extra: dict | None = None) -> dict[str, Any]:
         keep["captioner"].pop(k, None)
     if keep["captioner"].get("targets", "references") == "references":  # only a distilled student reads it
         keep["captioner"].pop("student_steps", None)
+        keep["captioner"].pop("student_init", None)
     for section, defaults in _NEUTRAL_DEFAULTS.items():
         for k, default in defaults.items():
             if keep[section].get(k, default) == default:

@@ -478,16 +478,19 @@ def train_continuous(cfg, data, *, progress: bool = True, resume: bool = True, n
     Returns (model, training record) (see `clipdiff_mini.captioners.training.train_captioner`)."""
     from dataclasses import asdict
 
-    from clipdiff_mini.captioners.distillation import student_config, with_training_targets
+    from clipdiff_mini.captioners.distillation import start_from_references, student_config, with_training_targets
     from clipdiff_mini.captioners.training import architecture, train_captioner
 
     if cfg.continuous.text_feature and cfg.captioner.targets != "references":
         raise ValueError("continuous.text_feature needs the CLIP text features of the training captions, which a "
                          "teacher's captions do not have; use captioner.targets='references' or text_feature=False")
+    references, given = data, cfg
     data, teacher = with_training_targets(cfg, data, progress=progress)
     cfg = student_config(cfg)
     torch.manual_seed(cfg.seed)
     model = build_continuous_captioner(cfg, data["train"])
+    if start_from_references(given, model, train_continuous, references, progress=progress):
+        torch.manual_seed(cfg.seed)  # the same noise whether the starting model was loaded or trained
     record = train_captioner(model, data["train"], data["val"], cfg, name=name,
                              caption_fn=continuous_caption_fn(data["train"].tokenizer, cfg.continuous.drop_repeats),
                              key_extra={"continuous": asdict(cfg.continuous), "architecture": architecture(model),

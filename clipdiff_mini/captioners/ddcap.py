@@ -464,13 +464,16 @@ def train_ddcap(cfg, data, *, progress: bool = True, resume: bool = True, name: 
     Returns (model, training record) (see `clipdiff_mini.captioners.training.train_captioner`)."""
     from dataclasses import asdict
 
-    from clipdiff_mini.captioners.distillation import student_config, with_training_targets
+    from clipdiff_mini.captioners.distillation import start_from_references, student_config, with_training_targets
     from clipdiff_mini.captioners.training import architecture, train_captioner
 
+    references, given = data, cfg
     data, teacher = with_training_targets(cfg, data, progress=progress)
     cfg = student_config(cfg)
     torch.manual_seed(cfg.seed)
     model = build_ddcap_captioner(cfg, data["train"])
+    if start_from_references(given, model, train_ddcap, references, progress=progress):
+        torch.manual_seed(cfg.seed)  # the same noise whether the starting model was loaded or trained
     record = train_captioner(model, data["train"], data["val"], cfg, name=name,
                              caption_fn=ddcap_caption_fn(data["train"].tokenizer),
                              key_extra={"ddcap": asdict(cfg.ddcap), "architecture": architecture(model), **teacher},

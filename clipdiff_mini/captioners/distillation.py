@@ -67,6 +67,31 @@ def student_config(cfg):
     return cfg.replace({"captioner.train_steps": c.student_steps})
 
 
+def references_config(cfg):
+    """The run a student with ``captioner.student_init = "references"`` starts from: the same captioner,
+    trained on the references (the model of the notebook's first training)."""
+    return cfg.replace({"captioner.targets": "references", "captioner.student_steps": 0,
+                        "captioner.student_init": "scratch"})
+
+
+def start_from_references(cfg, model: torch.nn.Module, train_fn, data, *, progress: bool = True) -> bool:
+    """With an autoregressive teacher and ``captioner.student_init = "references"``, copy into `model` the
+    weights (the best on val) of the same captioner trained on the references, ``train_fn(references_config(cfg),
+    data)`` (loaded from its checkpoint, or trained first). Returns whether it did.
+
+    Why: the model trained on the references already reads the picture and writes well-formed captions; what
+    it lacks is one mode per picture. Fine-tuning it on the teacher's captions spends the student's steps on
+    that, instead of learning the language again from random weights."""
+    c = cfg.captioner
+    if c.targets == "references" or c.student_init == "scratch":
+        return False
+    if c.student_init != "references":
+        raise ValueError(f"captioner.student_init={c.student_init!r}; allowed: 'scratch', 'references'")
+    start, _ = train_fn(references_config(cfg), data, progress=progress)
+    model.load_state_dict(start.state_dict())
+    return True
+
+
 def teacher_captions(cfg, *, progress: bool = True) -> dict[str, Any]:
     """The autoregressive teacher's greedy captions of the training pictures of `cfg`'s data.
 
