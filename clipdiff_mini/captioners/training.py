@@ -249,8 +249,11 @@ def train_captioner(model, train, val, cfg, *, name: str, caption_fn: Callable, 
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
+    # fused: one kernel updates every parameter (torch's default on the CPU is a Python loop over them;
+    # a captioner's step is about 5% faster on 2 cores; same update rule)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=c.lr * lr_scale)
+                             {"params": no_decay, "weight_decay": 0.0}], lr=c.lr * lr_scale,
+                            fused=device.type in ("cpu", "cuda"))
     peak = c.lr * lr_scale
     autocast, scaler = autocast_for(device, cfg.precision)
     gen = torch.Generator().manual_seed(cfg.seed)
