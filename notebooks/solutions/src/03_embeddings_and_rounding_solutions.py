@@ -66,11 +66,13 @@ assert abs(mc - 0.99) < 5 * se
 #
 # $$-\log p(w\mid x_0) = L\log V ,$$
 #
-# a **finite** value: the largest the term can be on average, since a
-# table that keeps any words apart does better than guessing uniformly. This
-# is why the rounding term resists collapse: it rises from about 0 for
-# well-separated rows to $L\log V$ for a collapsed table, while the
-# regression terms fall (section 3).
+# a **finite** value, and the largest the term can be on average: for any
+# table, the expected term at one position is $\log V$ minus the KL divergence
+# from that word's blur $\mathcal N(e_w, \sigma_0^2 I)$ to the average of all $V$
+# blurs, and a KL divergence is never negative. So the rounding term rises
+# from about 0 for well-separated rows to $L\log V$ for a collapsed table,
+# while the regression terms fall (section 3): the two pull in opposite
+# directions, which is how the rounding term resists collapse.
 
 # %%
 behaviour, limit = "finite", L * math.log(V)
