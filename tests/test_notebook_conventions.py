@@ -9,6 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb"))  # the exercises' worked answers
 MACHINE_PATH = re.compile(r"(/(work|tmp|root|opt|content|Users|mnt)/|/home/\w+|[A-Za-z]:\\\\)")
 
 
@@ -16,9 +17,12 @@ def test_there_are_notebooks():
     assert NOTEBOOKS, "no notebooks found in notebooks/"
 
 
-@pytest.mark.parametrize("book", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("book", NOTEBOOKS + SOLUTIONS, ids=lambda p: p.stem)
 def test_notebook_conventions(book):
-    assert re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", book.name), "name must be NN_lowercase_words.ipynb"
+    """Every notebook and every solutions notebook (notebooks/solutions/NN_name_solutions.ipynb)."""
+    solution = book.parent.name == "solutions"
+    pattern = r"\d\d_[a-z0-9_]+_solutions\.ipynb" if solution else r"\d\d_[a-z0-9_]+\.ipynb"
+    assert re.fullmatch(pattern, book.name), f"name must match {pattern}"
     cells = json.loads(book.read_text())["cells"]
     code = [c for c in cells if c["cell_type"] == "code"]
     for c in code:
@@ -27,7 +31,8 @@ def test_notebook_conventions(book):
     assert len(params) == 1, "exactly one cell tagged 'parameters'"
     assert "PROFILE" in "".join(params[0]["source"]), "the parameters cell must set PROFILE"
     first_md = "".join(cells[0]["source"])
-    assert f"notebooks/{book.name}" in first_md and "colab-badge" in first_md, "Open-in-Colab badge first"
+    where = book.relative_to(ROOT).as_posix()  # notebooks/NAME or notebooks/solutions/NAME
+    assert f"blob/main/{where})" in first_md and "colab-badge" in first_md, f"Open-in-Colab badge to {where} first"
     assert "google.colab" in "".join(code[0]["source"]), "first code cell installs the library on Colab"
     text = "\n".join("".join(c["source"]) for c in cells)
     assert not MACHINE_PATH.search(text), f"machine path in notebook: {MACHINE_PATH.search(text)[0]}"
@@ -93,8 +98,52 @@ def test_every_allowed_number_is_still_used(stem):
     assert not unused, f"remove from NUMBERS_ALLOWED[{stem!r}]: {sorted(unused)}"
 
 
+# Exercises: notebooks 01-09 end with a section "## Exercises" (before their summary) of 3 to 5 exercises, each a
+# markdown cell starting "**Exercise N.k**" followed by the code cell the student completes; the worked answers
+# are in notebooks/solutions/NN_name_solutions.ipynb, one markdown cell per exercise names it.
+EXERCISE_BOOKS = [b for b in NOTEBOOKS if re.match(r"0[1-9]_", b.name)]
+EXERCISE_CELL = re.compile(r"\*\*Exercise (\d+)\.(\d+)\*\*")
+
+
+def exercise_numbers(book):
+    """The exercises of `book` as [(N, k), ...], after checking the section's layout."""
+    cells = json.loads(book.read_text())["cells"]
+    src = ["".join(c["source"]) for c in cells]
+    heads = [i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and src[i].startswith("## Exercises")]
+    assert len(heads) == 1, f"{book.name}: {len(heads)} markdown cells start with '## Exercises' (want one)"
+    found = []
+    for i, c in enumerate(cells):
+        if c["cell_type"] != "markdown" or not src[i].startswith("**Exercise"):
+            continue
+        m = EXERCISE_CELL.match(src[i])
+        assert m, f"{book.name}: cell {i} must start with '**Exercise N.k**': {src[i][:40]!r}"
+        assert i > heads[0], f"{book.name}: exercise cell {i} comes before the '## Exercises' heading"
+        assert i + 1 < len(cells) and cells[i + 1]["cell_type"] == "code", \
+            f"{book.name}: {m[0]} must be directly followed by the code cell the student completes"
+        found.append((int(m[1]), int(m[2])))
+    n = int(book.name[:2])
+    assert 3 <= len(found) <= 5, f"{book.name}: {len(found)} exercises (want 3 to 5)"
+    want = [(n, k) for k in range(1, len(found) + 1)]
+    assert found == want, f"{book.name}: exercises numbered {found}, want {want} in order"
+    return found
+
+
+@pytest.mark.parametrize("book", EXERCISE_BOOKS, ids=lambda p: p.stem)
+def test_exercises_and_their_solutions(book):
+    exercises = exercise_numbers(book)
+    solution = ROOT / "notebooks" / "solutions" / f"{book.stem}_solutions.ipynb"
+    assert solution.exists(), f"no solutions notebook {solution.relative_to(ROOT)}"
+    cells = json.loads(solution.read_text())["cells"]
+    markdown = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    missing = [f"{n}.{k}" for n, k in exercises if not re.search(rf"Exercise {n}\.{k}(?!\d)", markdown)]
+    assert not missing, f"{solution.name}: no markdown cell mentions Exercise {', '.join(missing)}"
+
+
 def test_notebooks_match_their_sources():
     srcs = sorted(p.stem for p in (ROOT / "notebooks" / "src").glob("*.py"))
     assert srcs == [b.stem for b in NOTEBOOKS], "every notebook has a source in notebooks/src and vice versa"
+    sol_srcs = sorted(p.stem for p in (ROOT / "notebooks" / "solutions" / "src").glob("*.py"))
+    assert sol_srcs == [b.stem for b in SOLUTIONS], \
+        "every solutions notebook has a source in notebooks/solutions/src and vice versa"
     res = subprocess.run([sys.executable, str(ROOT / "tools" / "nbbuild.py"), "--check"], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr

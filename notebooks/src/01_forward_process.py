@@ -427,7 +427,89 @@ assert easy["sqrt"] < min(easy["linear"], easy["cosine"]), easy
 # (random embeddings in more dimensions are further apart, so all curves move
 # right). In Diffusion-LM the embeddings are learned, and the rounding loss
 # of notebook 03 keeps them apart.
+
+# %% [markdown]
+# ## Exercises
 #
+# Each exercise is a markdown cell with the question and a code cell below
+# it. Replace the `None` placeholders with your answer and run the cell: it
+# checks your answer against a computation from this notebook (it prints
+# "not attempted yet" while a placeholder is left). Worked answers are in
+# `notebooks/solutions/01_forward_process_solutions.ipynb`.
+
+# %% [markdown]
+# **Exercise 1.1** (predict, then derive). Section 1 applied one step with
+# $\beta = \beta_{t_\text{big}}$ to data of variance 1, and the variance stayed 1.
+# Now apply the same step to data of variance 4 (uniform, twice as wide). Will the
+# per-coordinate variance go up or down? Derive its value after the step as
+# a function of $\beta$, and check it against a simulation with `q_step`.
+
+# %%
+prediction = None  # "up" or "down"
+var_after = None  # your formula for the variance after the step, e.g. using float(sched.betas[t_big])
+if prediction is None or var_after is None:
+    print("Exercise 1.1: not attempted yet")
+else:
+    n_big = 200_000  # more draws than N, so that the check tells close formulas apart
+    x_two = (torch.rand(n_big, 4, generator=gen, dtype=torch.float64) * 2 - 1) * math.sqrt(12)  # variance 4
+    x_four = q_step(sched, x_two, t_big, generator=gen)  # (n_big, 4)
+    emp = x_four.var(0)
+    se = float(((x_four - x_four.mean(0)) ** 2).std(0).max()) / math.sqrt(n_big)
+    print(f"simulated variance after the step {emp.numpy().round(4)}, your value {float(var_after):.4f}")
+    assert prediction == "down", "look again at the sign of the change: the step pulls the variance towards 1"
+    assert torch.allclose(emp, torch.full_like(emp, float(var_after)), atol=5 * se), "the derived variance is off"
+    print("Exercise 1.1: correct")
+
+# %% [markdown]
+# **Exercise 1.2** (derive and check). Section 2 gave the covariance of two
+# points of one trajectory, $\operatorname{Cov}(x_s, x_t\mid x_0)$ for $s < t$.
+# Derive their *correlation* $\operatorname{Cov}/\sqrt{\operatorname{Var}(x_s)\operatorname{Var}(x_t)}$
+# and write it with the signal-to-noise ratio $\mathrm{SNR}(t) = \bar\alpha_t/(1-\bar\alpha_t)$
+# only. Implement it and compare with the sample correlation of the chains
+# simulated in section 2 (`saved`).
+
+# %%
+def trajectory_correlation(s, t):
+    """Correlation of x_s and x_t (s < t) on one trajectory of the forward process, from `sched`."""
+    return None  # your formula
+
+
+if trajectory_correlation(1, 2) is None:
+    print("Exercise 1.2: not attempted yet")
+else:
+    for s_, t_ in ((T // 20, T // 4), (T // 4, T // 2), (T // 2, 3 * T // 4)):
+        a, b = saved[s_] - saved[s_].mean(0), saved[t_] - saved[t_].mean(0)
+        emp = (a * b).mean(0) / (a.std(0) * b.std(0))  # (4,) one sample correlation per starting value
+        rho = float(trajectory_correlation(s_, t_))
+        tol = 5 * (1 - rho ** 2) / math.sqrt(N) + 1e-3  # about five standard errors of a sample correlation
+        print(f"corr(x_{s_}, x_{t_}): chains {emp.numpy().round(4)}, yours {rho:.4f} (tolerance {tol:.4f})")
+        assert torch.allclose(emp, torch.full_like(emp, rho), atol=tol), (s_, t_)
+    print("Exercise 1.2: correct")
+
+# %% [markdown]
+# **Exercise 1.3** (implement). For the sqrt schedule, find in closed form
+# the first step at which at most half of the signal power is left, the
+# smallest $t$ with $\bar\alpha_t \le 1/2$, as a function of $T$ (use the
+# formula of section 3, with its offset $s$ and the division by the value at
+# $t = 0$). Implement it and compare with the library's schedule for several $T$.
+
+# %%
+def half_signal_step(T_, s=1e-4):
+    """The smallest t with alphabar_t <= 1/2 for the sqrt schedule with T_ steps."""
+    return None  # your formula
+
+
+if half_signal_step(100) is None:
+    print("Exercise 1.3: not attempted yet")
+else:
+    for T_ in (100, 1000, T):
+        ab_ = make_schedule("sqrt", T_).alpha_bar
+        first = int(torch.nonzero(ab_ <= 0.5)[0])  # found by scanning the table
+        print(f"T = {T_}: yours {half_signal_step(T_)}, from the table {first} (t/T = {first / T_:.3f})")
+        assert half_signal_step(T_) == first, T_
+    print("Exercise 1.3: correct")
+
+# %% [markdown]
 # ## Summary
 #
 # * One forward step shrinks the signal by $\sqrt{1-\beta_t}$ and adds

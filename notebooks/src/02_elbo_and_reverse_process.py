@@ -670,6 +670,89 @@ plt.show()
 #   the result is rounded to the nearest word embedding anyway, which is the
 #   subject of notebook 03 (rounding and the clamping trick).
 
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise is a markdown cell with the question and a code cell below
+# it. Replace the `None` placeholders with your answer and run the cell: it
+# checks your answer against a computation from this notebook (it prints
+# "not attempted yet" while a placeholder is left). Worked answers are in
+# `notebooks/solutions/02_elbo_and_reverse_process_solutions.ipynb`.
+
+# %% [markdown]
+# **Exercise 2.1** (implement). Section 3 states that in terms of the noise,
+# the posterior mean is
+# $\tilde\mu_t = \frac{1}{\sqrt{\alpha_t}}\big(x_t - \frac{\beta_t}{\sqrt{1-\bar\alpha_t}}\,\varepsilon\big)$
+# when $x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\varepsilon$. Implement
+# `mean_from_eps(xt, eps, t)` from this formula, and check it against the
+# posterior mean computed from $x_0$ (`gd.q_posterior`, section 2) at every
+# step, including $t = 1$. Derive the formula on paper first: substitute
+# $x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\varepsilon)/\sqrt{\bar\alpha_t}$ into $\tilde\mu_t$.
+
+# %%
+def mean_from_eps(xt, eps, t):
+    """The posterior mean tilde-mu_t(x_t, x_0) written with the noise eps instead of x_0 (sched's schedule)."""
+    return None  # your formula
+
+
+x0_ex = torch.randn(6, 3, generator=gen, dtype=F64)  # (6, 3) any data
+eps_ex = torch.randn(6, 3, generator=gen, dtype=F64)  # (6, 3) the noise that makes x_t
+if mean_from_eps(x0_ex, eps_ex, 2) is None:
+    print("Exercise 2.1: not attempted yet")
+else:
+    for t in range(1, T + 1):
+        xt_ex = torch.sqrt(sched.alpha_bar[t]) * x0_ex + torch.sqrt(1 - sched.alpha_bar[t]) * eps_ex
+        want = gd.q_posterior(sched, x0_ex, xt_ex, t)[0]
+        assert torch.allclose(mean_from_eps(xt_ex, eps_ex, t), want, rtol=1e-8, atol=1e-10), t
+    print(f"Exercise 2.1: correct at all {T} steps")
+
+# %% [markdown]
+# **Exercise 2.2** (derive and check). Section 3 wrote each bound term as a
+# weight times a squared error, on $x_0$ ($w^{x_0}_t$) or on the noise
+# ($w^{\varepsilon}_t$), and showed $\varepsilon - \hat\varepsilon = -\sqrt{\mathrm{SNR}(t)}\,(x_0 - \hat x_0)$.
+# Derive $w^{\varepsilon}_t$ from $w^{x_0}_t$ and $\mathrm{SNR}(t)$ alone, without
+# the formula in $\beta_t$ and $\sigma_t$. Compute it for $t = 2, \dots, T$ from
+# `gd.bound_weights(sched, "x0", VARIANCE)[0]` and `snr`, and check it against
+# the library's noise weights. Then predict: which of the two weightings is
+# larger at the low-noise end of the chain?
+
+# %%
+w_x0_all = gd.bound_weights(sched, "x0", VARIANCE)[0]  # (T + 1,) index t
+w_eps = None  # your (T - 1,) tensor of w^eps_t for t = 2..T
+larger_at_low_noise = None  # "x0" or "eps"
+if w_eps is None or larger_at_low_noise is None:
+    print("Exercise 2.2: not attempted yet")
+else:
+    lib_eps = gd.bound_weights(sched, "eps", VARIANCE)[0][2:]
+    assert torch.allclose(w_eps, lib_eps, rtol=1e-9), "the weights differ from the library's"
+    assert larger_at_low_noise == ("x0" if float(w_x0_all[2]) > float(lib_eps[0]) else "eps")
+    print(f"Exercise 2.2: correct; at t = 2 the x0 weight is {float(w_x0_all[2] / lib_eps[0]):.3g} "
+          "times the noise weight")
+
+# %% [markdown]
+# **Exercise 2.3** (predict, then derive). Section 5 computed the exact
+# bound for the blended denoisers $f_\lambda$ at $\lambda = -0.5, 0, 0.5, 1$
+# (`table[lam][0]`). Predict before looking at the table: is the bound at
+# $\lambda = -0.5$ larger than, smaller than, or equal to the bound at
+# $\lambda = 0.5$? Then derive the ratio
+# $\dfrac{L(\lambda = 1) - L(0)}{L(\lambda = 0.5) - L(0)}$ from the error
+# decomposition of section 4, and check both against `table`.
+
+# %%
+prediction = None  # "larger", "smaller" or "equal"
+ratio = None  # your derived value of (L(1) - L(0)) / (L(0.5) - L(0))
+if prediction is None or ratio is None:
+    print("Exercise 2.3: not attempted yet")
+else:
+    bound = {lam: v[0] for lam, v in table.items()}
+    got = (bound[1.0] - bound[0.0]) / (bound[0.5] - bound[0.0])
+    rel = (bound[-0.5] - bound[0.5]) / (bound[0.5] - bound[0.0])  # the difference, on the scale of the excess
+    print(f"bound(-0.5) - bound(0.5) = {bound[-0.5] - bound[0.5]:.3e}; ratio from the table {got:.6f}")
+    want = "equal" if abs(rel) < 1e-6 else ("larger" if rel > 0 else "smaller")
+    assert prediction == want, f"the table says {want}"
+    assert math.isclose(float(ratio), got, rel_tol=1e-6), "the derived ratio does not match the table"
+    print("Exercise 2.3: correct")
+
 # %%
 elapsed = time.perf_counter() - t_start
 log.add("notebook seconds", round(elapsed, 1))

@@ -579,6 +579,88 @@ for name in runs_a:
 # difference of a few percent between the two columns is within noise.
 
 # %% [markdown]
+# ## Exercises
+#
+# Each exercise is a markdown cell with the question and a code cell below
+# it. Replace the `None` placeholders with your answer and run the cell: it
+# checks your answer against a computation from this notebook (it prints
+# "not attempted yet" while a placeholder is left). None of them trains a
+# model. Worked answers are in
+# `notebooks/solutions/03_embeddings_and_rounding_solutions.ipynb`.
+
+# %% [markdown]
+# **Exercise 3.1** (derive and check). Section 2 showed that a blurred word
+# $x = e_a + \sigma_0 z$ rounds back to $a$ with probability $\Phi(d/2\sigma_0)$
+# when the only other row is at distance $d$. How far apart, in units of
+# $\sigma_0$, must the two rows be for the round trip to succeed 99 % of the
+# time? Compute the ratio $d/\sigma_0$ (the standard normal's quantile
+# function is `normal(0.0, 1.0).icdf`) and check it by sampling, as in section 2.
+
+# %%
+ratio_99 = None  # your value of d / sigma0
+if ratio_99 is None:
+    print("Exercise 3.1: not attempted yet")
+else:
+    E2 = torch.zeros(2, d.embed_dim, dtype=torch.float64)
+    E2[1, 0] = float(ratio_99) * sigma0  # two rows at distance ratio_99 * sigma0
+    mc = roundtrip_accuracy(E2, sigma0, n_per_word=50_000, generator=torch.Generator().manual_seed(6))
+    print(f"d = {float(ratio_99):.3f} sigma0: sampled round-trip accuracy {mc:.4f}")
+    se = math.sqrt(0.99 * 0.01 / 100_000)  # the standard error of 100,000 draws
+    assert abs(mc - 0.99) < 5 * se, "the sampled accuracy is not 0.99 (within five standard errors)"
+    print("Exercise 3.1: correct")
+
+# %% [markdown]
+# **Exercise 3.2** (predict, then derive). Section 3 showed that without the
+# rounding term the table drifts together. Suppose it collapses completely:
+# every row of $E$ is the same vector. Predict what the rounding term
+# $-\log p(w\mid x_0)$ of one caption does in that limit: does it go to 0,
+# to a finite value, or grow without bound? Derive its value (it depends on
+# $V$ and $L$ only) and check it with `rounding_nll` on tables shrunk
+# towards one point.
+
+# %%
+behaviour = None  # "zero", "finite" or "infinite"
+limit = None  # your value of -log p(w | x0) for one caption of L positions when all rows are equal
+if behaviour is None or limit is None:
+    print("Exercise 3.2: not attempted yet")
+else:
+    for c in (1.0, 0.1, 0.01, 0.0):
+        E_c = E0[:1] + c * (E0 - E0[:1])  # (V, D) the table shrunk towards its first row by the factor c
+        x_c = sample_x0(embed_tokens(ids[:8], E_c), sigma0, generator=torch.Generator().manual_seed(7))
+        nll_c = rounding_nll(x_c, ids[:8], E_c, temperature=tau)  # (8,)
+        print(f"rows shrunk by {c:5.2f}: rounding term per caption {nll_c.mean():.4f}")
+    assert behaviour == "finite", "look at the printed values as the factor goes to 0"
+    assert torch.allclose(nll_c, torch.full_like(nll_c, float(limit)), rtol=1e-9), "the derived limit is off"
+    print("Exercise 3.2: correct")
+
+# %% [markdown]
+# **Exercise 3.3** (implement). Section 2 noted that the rounding logits
+# $-\lVert x - e_v\rVert^2/\tau$ can be replaced by $(2\,x\cdot e_v - \lVert e_v\rVert^2)/\tau$, a
+# linear head tied to $E$ plus a bias, because the two differ by a term that
+# is the same for every $v$. Implement the rounding term of a batch of
+# captions with these logits (matrix products only, no distances), and check
+# it against Bayes' rule written with `torch.distributions.Normal`, as in
+# section 2, at the blur $1.0$ where the posterior is far from one-hot.
+
+# %%
+def rounding_nll_dot(x, ids_, E, tau_):
+    """-log p(w | x) per caption from the logits (2 x.e_v - |e_v|^2) / tau_; x (B, L, D), ids_ (B, L) -> (B,)."""
+    return None  # your code
+
+
+blur = 1.0
+x_b = sample_x0(embed_tokens(ids[:8], E0), blur, generator=torch.Generator().manual_seed(8))  # (8, L, D)
+if rounding_nll_dot(x_b, ids[:8], E0, default_temperature(blur)) is None:
+    print("Exercise 3.3: not attempted yet")
+else:
+    log_lik_b = normal(E0[None, None], blur).log_prob(x_b[:, :, None, :]).sum(-1)  # (8, L, V)
+    bayes_b = -(log_lik_b.gather(-1, ids[:8, :, None])[..., 0] - torch.logsumexp(log_lik_b, -1)).sum(-1)  # (8,)
+    ours_b = rounding_nll_dot(x_b, ids[:8], E0, default_temperature(blur))
+    print(f"per caption: yours {ours_b[:3].numpy().round(4)}, Bayes {bayes_b[:3].numpy().round(4)}")
+    assert torch.allclose(ours_b, bayes_b, rtol=1e-9, atol=1e-9)
+    print("Exercise 3.3: correct")
+
+# %% [markdown]
 # ## Summary
 #
 # * Diffusion-LM turns words into points with a learned table and an
