@@ -69,7 +69,8 @@ def timings_block(laptop: dict | None, ci: dict | None) -> str | None:
                  f"{_minutes(sum(r['seconds'] for r in ci_rows.values())) if ci_rows else '-'} |")
     when = laptop.get("finished") or "?"
     return "\n".join(lines) + (f"\n\nFrom the report of the laptop run that finished {when} "
-                               f"({laptop.get('threads', '?')} threads per kernel).")
+                               f"({laptop.get('threads', '?')} threads per kernel)."
+                               + _earlier_note(laptop["notebooks"]))
 
 
 def results_block(results: dict | None) -> str | None:
@@ -142,11 +143,23 @@ def laptop_block(laptop: dict | None, sources: Path) -> str | None:
     when = laptop.get("finished") or "?"
     note = (f"\n\nFrom `outputs/laptop/summary.json` of the laptop run that finished {when} "
             f"({laptop.get('threads', '?')} threads per kernel).")
+    note += _earlier_note(rows.values())
     missing = [n for n in names if n not in rows]
     if missing:
-        note += (" That report holds only the notebooks that run executed (a run with `--only` replaces the"
-                 " list); run `bash tools/run_course.sh` and this script again for every notebook.")
+        note += (" That report holds only the notebooks that have run at this profile; run"
+                 " `bash tools/run_course.sh` and this script again for every notebook.")
     return "\n".join(lines) + note
+
+
+def _earlier_note(rows) -> str:
+    """A sentence for the rows a run with `--only` kept from earlier runs (`clipdiff_mini.course.write_summary`)."""
+    earlier = sorted(r["notebook"] for r in rows if r.get("earlier_run"))
+    if not earlier:
+        return ""
+    times = sorted({r["finished"] for r in rows if r.get("earlier_run") and r.get("finished")})
+    span = f" ({times[0]}{' to ' + times[-1] if len(times) > 1 else ''})" if times else ""
+    return (f" The rows of {', '.join(f'`{n}`' for n in earlier)} are from earlier runs{span}: that run did not"
+            " execute them.")
 
 
 def replace_block(text: str, name: str, body: str, where: str = "README.md") -> str:
