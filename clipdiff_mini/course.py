@@ -4,11 +4,19 @@
     python -m clipdiff_mini.course --profile ci --only 00 04   # some notebooks
 
 Executed notebooks go to ``outputs/<profile>/notebooks/`` (with their
-figures), each notebook's reported numbers to ``outputs/<profile>/results/``,
-a summary (status, wall time, the kernel's peak memory, figures, results) to
+figures), every figure also as a PNG file to
+``outputs/<profile>/figures/<notebook>/`` (named by its number and section,
+e.g. ``07_ddcap-fig03-section-5.png``; `clipdiff_mini.report.save_figures`),
+each notebook's reported numbers to ``outputs/<profile>/results/``, a summary
+(status, wall time, the kernel's peak memory, figures, results) to
 ``outputs/<profile>/summary.md`` and ``summary.json``, and the report to open
 in a browser to ``outputs/<profile>/index.html`` (every notebook rendered to
 HTML under ``html/``; `clipdiff_mini.report`).
+
+The summary covers every notebook of the course that has run in this profile:
+a run of some notebooks (``--only``) replaces their rows and keeps the others
+from the summary already there, marked as from an earlier run with that run's
+time (`write_summary`).
 
 While a notebook runs, the terminal shows each code cell as it starts (time
 since the notebook started, cell number, first line) and the notebook's
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import sys
@@ -29,7 +38,7 @@ from typing import Callable, Iterator, TextIO
 
 from clipdiff_mini.atomic_io import write_json, write_text
 from clipdiff_mini.config import PROFILES, ConfigError, get_config, project_root
-from clipdiff_mini.report import count_figures, render_notebook, write_index
+from clipdiff_mini.report import count_figures, render_notebook, save_figures, write_index
 from clipdiff_mini.results import load_results
 
 # The kernel's environment for headless runs. MPLBACKEND: a caller's MPLBACKEND=Agg (pytest's conftest,
@@ -42,6 +51,7 @@ from clipdiff_mini.results import load_results
 KERNEL_ENV = {"MPLBACKEND": "module://matplotlib_inline.backend_inline", "TQDM_MININTERVAL": "1",
               "PYTHONWARNINGS": "ignore:IProgress not found"}
 PROGRESS_EVERY_S = 15.0  # at most one terminal line per progress bar this often (plus its final state)
+TIME_FORMAT = "%Y-%m-%d %H:%M"  # a run's and a notebook's "finished" in summary.json
 
 
 def list_notebooks(only: list[str] | None = None) -> list[Path]:
@@ -54,11 +64,19 @@ def list_notebooks(only: list[str] | None = None) -> list[Path]:
     return books
 
 
+def figures_folder(base: Path, notebook: str) -> Path:
+    """Where a run in ``base`` (``outputs/<profile>``) writes the figures of `notebook` (its stem) as PNG files."""
+    return Path(base) / "figures" / notebook
+
+
 def run_notebook(book: Path, profile: str, out_dir: Path, parameters: dict | None = None,
-                 progress: TextIO | None = None, progress_every: float = PROGRESS_EVERY_S) -> dict:
+                 progress: TextIO | None = None, progress_every: float = PROGRESS_EVERY_S,
+                 figures_dir: Path | None = None) -> dict:
     """Execute one notebook with papermill; return its status, wall time, peak memory and figure count.
 
-    The executed notebook (outputs and figures) goes to ``out_dir/<name>.ipynb``.
+    The executed notebook (outputs and figures) goes to ``out_dir/<name>.ipynb``; with `figures_dir`,
+    each of its figures also as a PNG file in that folder (`save_figures`: earlier files replaced),
+    counted in ``figure_files``, also when the notebook failed (the figures it made before).
     `progress`: a text stream (the terminal) for `NotebookProgress` lines, or None for none.
     ``peak_rss_mib`` is the kernel process's peak resident memory (`KernelPeakMemory`).
     """
@@ -86,8 +104,17 @@ def run_notebook(book: Path, profile: str, out_dir: Path, parameters: dict | Non
             status, error = "failed", f"{type(exc).__name__}: {str(exc)[-2000:]}"
     if echo:
         echo.close()
-    return {"notebook": book.stem, "status": status, "seconds": round(time.perf_counter() - start, 1),
-            "peak_rss_mib": memory.peak_mib, "figures": count_figures(out) if out.exists() else 0, "error": error}
+    seconds = round(time.perf_counter() - start, 1)
+    figure_files = None
+    if figures_dir is not None and out.exists():
+        try:
+            figure_files = len(save_figures(out, figures_dir, prefix=book.stem))
+        except Exception as exc:  # image files that cannot be written must not stop the course
+            print(f"[course] {book.stem}: could not write the figures to {figures_dir}: {type(exc).__name__}: "
+                  f"{exc}", file=sys.stderr)
+    return {"notebook": book.stem, "status": status, "seconds": seconds, "peak_rss_mib": memory.peak_mib,
+            "figures": count_figures(out) if out.exists() else 0, "figure_files": figure_files, "error": error,
+            "finished": time.strftime(TIME_FORMAT)}
 
 
 def _code_cells(book: Path) -> int:
@@ -266,10 +293,12 @@ def _peak_rss_mib(process) -> float | None:
 def run_course(profile: str, only: list[str] | None = None, progress: TextIO | None = sys.stdout) -> list[dict]:
     cfg = get_config(profile)
     base = cfg.path("output_dir") / profile
+    course = [b.stem for b in list_notebooks()]
     rows = []
     for book in list_notebooks(only):
         print(f"[course] {book.stem} ({profile}) ...", flush=True)
-        row = run_notebook(book, profile, base / "notebooks", progress=progress)
+        row = run_notebook(book, profile, base / "notebooks", progress=progress,
+                           figures_dir=figures_folder(base, book.stem))
         mem = f", peak memory {row['peak_rss_mib']} MiB" if row["peak_rss_mib"] is not None else ""
         print(f"[course] {book.stem}: {row['status']} in {row['seconds']} s{mem}, {row['figures']} figures",
               flush=True)
@@ -284,28 +313,78 @@ def run_course(profile: str, only: list[str] | None = None, progress: TextIO | N
             except Exception as exc:  # a page that cannot be rendered must not stop the course
                 print(f"[course] {book.stem}: could not render the HTML page: {type(exc).__name__}: {exc}",
                       file=sys.stderr)
-        write_summary(base, profile, rows)  # after every notebook: an interrupted run still has its report
+        # after every notebook: an interrupted run still has its report
+        write_summary(base, profile, rows, notebooks=course)
     return rows
 
 
-def write_summary(base: Path, profile: str, rows: list[dict]) -> None:
-    """summary.json, summary.md and the report's index.html for `rows`."""
+def write_summary(base: Path, profile: str, rows: list[dict], notebooks: list[str] | None = None) -> list[dict]:
+    """summary.json, summary.md and the report's index.html for `rows` (this run's) and earlier rows.
+
+    The rows of notebooks not in `rows` are kept from the ``summary.json`` already in `base`, marked
+    ``"earlier_run": true`` with the time that run finished them (``"finished"``), so a run of some
+    notebooks (``--only``) does not drop the others from the report. `notebooks`: the course's
+    notebooks (stems) in order; rows come in that order, and a kept row of a notebook no longer among
+    them is dropped (without it, rows are ordered by name). Returns the rows written.
+    """
+    now = time.strftime(TIME_FORMAT)
+    previous = _read_summary(base / "summary.json")
+    ran = {r["notebook"] for r in rows}
+    kept = [{**old, "earlier_run": True, "finished": old.get("finished") or previous.get("finished")}
+            for old in previous.get("notebooks", [])
+            if old.get("notebook") not in ran and (notebooks is None or old.get("notebook") in notebooks)]
+    order = {name: i for i, name in enumerate(notebooks or [])}
+    merged = sorted([*({**r, "finished": r.get("finished") or now, "earlier_run": False} for r in rows), *kept],
+                    key=lambda r: (order.get(r["notebook"], len(order)), r["notebook"]))
+    for r in merged:
+        folder = figures_folder(base, r["notebook"])
+        r["figures_dir"] = folder.relative_to(base).as_posix() if folder.is_dir() else None
     results = load_results(base / "results")
     setup = os.environ.get("CLIPDIFF_SETUP_SECONDS")  # set by tools/run_course.sh: the install step's time
-    write_json(base / "summary.json", {"profile": profile, "notebooks": rows, "results": results,
-                                       "finished": time.strftime("%Y-%m-%d %H:%M"), "threads": torch_threads(),
-                                       "setup_seconds": float(setup) if setup else None})
-    lines = [f"# Course run, profile `{profile}`", "", "Open `index.html` in this folder for the report.", "",
-             "| notebook | status | seconds | peak memory (MiB) | figures |", "|---|---|---|---|---|"]
-    lines += [f"| {r['notebook']} | {r['status']} | {r['seconds']} | {_blank(r.get('peak_rss_mib'))} | "
-              f"{_blank(r.get('figures'))} |" for r in rows]
+    setup = float(setup) if setup else (previous.get("setup_seconds") if kept else None)
+    write_json(base / "summary.json", {"profile": profile, "notebooks": merged, "results": results,
+                                       "finished": now, "threads": torch_threads(), "setup_seconds": setup})
+    lines = [f"# Course run, profile `{profile}`", "", "Open `index.html` in this folder for the report. "
+             "Each notebook's figures are PNG files in `figures/<notebook>/`."]
+    if kept:
+        lines += ["", f"This run finished {now}. Rows marked *earlier run* are kept from earlier runs, with the "
+                  "time each notebook finished: those notebooks did not run this time."]
+    lines += ["", "| notebook | status | seconds | peak memory (MiB) | figures | figure files |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| {r['notebook']} | {r['status']}{_earlier(r)} | {r['seconds']} | {_blank(r.get('peak_rss_mib'))} | "
+              f"{_blank(r.get('figures'))} | {_folder(r)} |"
+              for r in merged]
     for name, res in results.items():
         lines += ["", f"## {name}", "", "| result | value | context |", "|---|---|---|"]
         for key, entry in res.get("results", {}).items():
             ctx = ", ".join(f"{k}={v}" for k, v in entry.items() if k != "value")
             lines.append(f"| {key} | {entry['value']} | {ctx} |")
     write_text(base / "summary.md", "\n".join(lines) + "\n")
-    write_index(base, profile, rows, results)
+    write_index(base, profile, merged, results)
+    return merged
+
+
+def _read_summary(path: Path) -> dict:
+    """The summary.json of an earlier run, or {} when there is none or it cannot be read."""
+    if not path.is_file():
+        return {}
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"[course] {path} cannot be read ({type(exc).__name__}: {exc}); earlier rows are not kept",
+              file=sys.stderr)
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def _earlier(row: dict) -> str:
+    if not row.get("earlier_run"):
+        return ""
+    return f" (earlier run{', ' + row['finished'] if row.get('finished') else ''})"
+
+
+def _folder(row: dict) -> str:
+    return f"`{row['figures_dir']}/`" if row.get("figures_dir") else ""
 
 
 def torch_threads() -> int:

@@ -5,9 +5,11 @@ time, the kernel's peak memory, figures) with the numbers each one reported
 (`clipdiff_mini.results`), and links every executed notebook rendered to
 HTML by nbconvert under ``outputs/<profile>/html/``. Figures are embedded in
 the pages (base64 PNG), so the report opens from disk, offline, and can be
-copied or zipped as one folder.
+copied or zipped as one folder; they are also written as PNG files under
+``outputs/<profile>/figures/<notebook>/``, for slides (`save_figures`).
 
     render_notebook(executed_ipynb, html_path)       # one page (course.run_course does this)
+    save_figures(executed_ipynb, folder)             # its figures as PNG files (course.run_notebook)
     write_index(base, profile, rows, results)        # the index of the run
 """
 from __future__ import annotations
@@ -15,11 +17,12 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
-from clipdiff_mini.atomic_io import write_text
+from clipdiff_mini.atomic_io import write_bytes, write_text
 
 FIGURE_TYPES = ("image/png", "image/jpeg", "image/svg+xml")
 OPEN_RESULTS_UP_TO = 12  # a notebook's table of numbers starts unfolded when it has at most this many rows
@@ -30,6 +33,101 @@ def count_figures(notebook: str | os.PathLike | Mapping) -> int:
     nb = json.loads(Path(notebook).read_text()) if not isinstance(notebook, Mapping) else notebook
     return sum(1 for cell in nb.get("cells", []) for out in cell.get("outputs", [])
                if any(t in out.get("data", {}) for t in FIGURE_TYPES))
+
+
+_HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+_SECTION_NUMBER = re.compile(r"^(\d+\.(?=\s)|\d+(?:\.\d+)+\.?(?=\s))")  # "5. Evaluation", "5.2 The loss"
+SLUG_CHARS = 40  # a heading's slug in a figure's file name is cut to at most this many characters
+
+
+def _slug(text: str) -> str:
+    text = re.sub(r"[`*_$\\]|\[([^\]]*)\]\([^)]*\)", lambda m: m.group(1) or "", text)  # markup, links
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    if len(slug) > SLUG_CHARS:
+        slug = slug[:SLUG_CHARS].rsplit("-", 1)[0]
+    return slug
+
+
+def _headings(source: str) -> Iterator[tuple[int, str]]:
+    """The (level, text) of each markdown heading in `source`, outside fenced code."""
+    fenced = False
+    for line in source.splitlines():
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+        elif not fenced and (m := _HEADING.match(line)):
+            yield len(m.group(1)), m.group(2)
+
+
+def _section_tag(stack: Sequence[tuple[int, str]]) -> str:
+    """The part of a figure's file name that says where it is, from the open headings (outermost first).
+
+    ``section-5`` under "## 5. Evaluation"; ``section-4-zero-shot-probes`` under "### Zero-shot probes"
+    inside "## 4. ..."; the slug of the nearest heading when no open heading is numbered
+    (``the-caption-metrics``); empty under the notebook's title alone (a level-1 heading), which the
+    notebook's name already says."""
+    numbered = [i for i, (_, text) in enumerate(stack) if _SECTION_NUMBER.match(text)]
+    if numbered:
+        i = numbered[-1]
+        tag = "section-" + _SECTION_NUMBER.match(stack[i][1]).group(1).rstrip(".").replace(".", "-")
+        return tag + (f"-{_slug(stack[-1][1])}" if i < len(stack) - 1 and _slug(stack[-1][1]) else "")
+    if stack and stack[-1][0] > 1:
+        return _slug(stack[-1][1])
+    return ""
+
+
+def figure_names(notebook: str | os.PathLike | Mapping, prefix: str) -> list[tuple[str, bytes]]:
+    """(file name, PNG bytes) of each image/png output of the notebook's code cells, in order.
+
+    Named ``<prefix>-figNN[-<section>].png``: NN counts the notebook's figures from 01, the section
+    comes from the markdown headings above the figure (`_section_tag`), e.g.
+    ``07_ddcap-fig03-section-5.png``."""
+    import base64
+
+    nb = json.loads(Path(notebook).read_text()) if not isinstance(notebook, Mapping) else notebook
+    stack: list[tuple[int, str]] = []
+    figures = []
+    for cell in nb.get("cells", []):
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else source
+        if cell.get("cell_type") == "markdown":
+            for level, text in _headings(source):
+                while stack and stack[-1][0] >= level:
+                    stack.pop()
+                stack.append((level, text))
+        elif cell.get("cell_type") == "code":
+            for out in cell.get("outputs", []):
+                png = out.get("data", {}).get("image/png")
+                if png is None:
+                    continue
+                png = "".join(png) if isinstance(png, list) else png
+                tag = _section_tag(stack)
+                name = f"{prefix}-fig{len(figures) + 1:02d}{'-' + tag if tag else ''}.png"
+                figures.append((name, base64.b64decode(png)))
+    return figures
+
+
+def save_figures(notebook: str | os.PathLike | Mapping, folder: str | os.PathLike,
+                 prefix: str | None = None) -> list[Path]:
+    """Write every figure (image/png output) of an executed notebook as a PNG file in `folder`.
+
+    Names as `figure_names` gives them (`prefix`: the notebook's stem by default). Each file is
+    written atomically; PNG files already in `folder` that this run did not write (the figures of an
+    earlier run of the notebook) are removed afterwards, so the folder holds this run's figures only."""
+    if prefix is None:
+        if isinstance(notebook, Mapping):
+            raise ValueError("save_figures: give a prefix for a notebook that is not a file")
+        prefix = Path(notebook).stem
+    folder = Path(folder)
+    written = []
+    for name, data in figure_names(notebook, prefix):
+        write_bytes(folder / name, data)
+        written.append(folder / name)
+    if folder.is_dir():
+        keep = {p.name for p in written}
+        for stale in folder.glob("*.png"):
+            if stale.name not in keep:
+                stale.unlink(missing_ok=True)
+    return written
 
 
 # A page of the report is nbconvert's JupyterLab template plus a bar linking back to the index, and,
@@ -148,23 +246,26 @@ _INDEX_TEMPLATE = """<!DOCTYPE html>
 <h1>Course run, profile <code>{{ profile }}</code></h1>
 <p class="meta">{{ finished }} &middot; {{ machine }} &middot; {{ rows|length }} notebook{{ 's' if rows|length != 1 }},
  {{ n_ok }} ok{% if n_failed %}, <span class="failed">{{ n_failed }} failed</span>{% endif %}
- &middot; {{ total_seconds }} s in all</p>
+ &middot; {{ total_seconds }} s in all{% if n_earlier %} &middot; {{ n_earlier }} of them from an earlier run
+ (not run this time; the time each finished is beside it){% endif %}</p>
 <p>Each page below is an executed notebook with its outputs and figures; it opens from disk, without network.
-The <code>.ipynb</code> files open in JupyterLab. Peak memory is the notebook kernel's own peak resident memory
+The <code>.ipynb</code> files open in JupyterLab. Each notebook's figures are also PNG files, ready for
+slides, in <code>figures/&lt;notebook&gt;/</code>, named by their number in the notebook and their section. Peak memory is the notebook kernel's own peak resident memory
 (helper processes it starts, such as Java for METEOR, are not counted).</p>
 <table>
 <tr><th>notebook</th><th>status</th><th>time (s)</th><th>peak memory (MiB)</th><th>figures</th><th>numbers</th><th>files</th></tr>
 {% for r in rows -%}
 <tr><td>{% if r.page %}<a href="{{ r.page }}">{{ r.notebook }}</a>{% else %}{{ r.notebook }}{% endif %}</td>
- <td class="{{ r.status }}">{{ r.status }}</td><td class="num">{{ r.seconds }}</td>
+ <td><span class="{{ r.status }}">{{ r.status }}</span>{% if r.earlier_run %} <span class="ctx">earlier run{% if r.finished %}, {{ r.finished }}{% endif %}</span>{% endif %}</td>
+ <td class="num">{{ r.seconds }}</td>
  <td class="num">{{ r.peak_rss_mib if r.peak_rss_mib is not none else '' }}</td>
  <td class="num">{{ r.figures if r.figures is not none else '' }}</td><td class="num">{{ r.results|length }}</td>
- <td>{% if r.page %}<a href="{{ r.page }}">page</a> &middot; {% endif %}{% if r.ipynb %}<a href="{{ r.ipynb }}">.ipynb</a>{% endif %}</td></tr>
+ <td>{% if r.page %}<a href="{{ r.page }}">page</a> &middot; {% endif %}{% if r.ipynb %}<a href="{{ r.ipynb }}">.ipynb</a>{% endif %}{% if r.figures_href %} &middot; <a href="{{ r.figures_href }}">figures</a>{% endif %}</td></tr>
 {% endfor -%}
 </table>
 {% for r in rows %}
 <h2 id="{{ r.notebook }}">{% if r.page %}<a href="{{ r.page }}">{{ r.notebook }}</a>{% else %}{{ r.notebook }}{% endif %}
- <span class="{{ r.status }}">{{ r.status }}</span></h2>
+ <span class="{{ r.status }}">{{ r.status }}</span>{% if r.earlier_run %} <span class="ctx">(earlier run{% if r.finished %}, {{ r.finished }}{% endif %})</span>{% endif %}</h2>
 {% if r.error %}<pre class="error">{{ r.error }}</pre>{% endif %}
 {% if r.results %}
 <details{% if r.results|length <= open_up_to %} open{% endif %}>
@@ -179,16 +280,18 @@ The <code>.ipynb</code> files open in JupyterLab. Peak memory is the notebook ke
 {% else %}<p class="ctx">No numbers reported.</p>{% endif %}
 {% endfor %}
 <p class="ctx">Also in this folder: <a href="summary.md">summary.md</a> and <a href="summary.json">summary.json</a>
-(the same numbers as text), <code>notebooks/</code> (executed notebooks), <code>results/</code> (each notebook's numbers).</p>
+(the same numbers as text), <code>notebooks/</code> (executed notebooks), <code>figures/</code> (each notebook's figures as PNG files),
+<code>results/</code> (each notebook's numbers).</p>
 </body></html>
 """
 
 
 def write_index(base: str | os.PathLike, profile: str, rows: Sequence[Mapping[str, Any]],
                 results: Mapping[str, Mapping[str, Any]]) -> Path:
-    """Write ``base/index.html`` for the rows of a run (as `course.run_notebook` returns them).
+    """Write ``base/index.html`` for the rows of a run (as `course.run_notebook` returns them; a row
+    with ``"earlier_run": true`` is shown as kept from an earlier run, `course.write_summary`).
 
-    Links are relative (``html/NN_name.html``, ``notebooks/NN_name.ipynb``) and
+    Links are relative (``html/NN_name.html``, ``notebooks/NN_name.ipynb``, ``figures/NN_name/``) and
     only made for files that exist, so the folder can be moved or zipped.
     """
     import jinja2
@@ -200,12 +303,14 @@ def write_index(base: str | os.PathLike, profile: str, rows: Sequence[Mapping[st
         page, ipynb = base / "html" / f"{name}.html", base / "notebooks" / f"{name}.ipynb"
         view.append({**r, "page": f"html/{name}.html" if page.exists() else "",
                      "ipynb": f"notebooks/{name}.ipynb" if ipynb.exists() else "",
+                     "figures_href": f"figures/{name}/" if (base / "figures" / name).is_dir() else "",
                      "peak_rss_mib": r.get("peak_rss_mib"), "figures": r.get("figures"), "error": r.get("error", ""),
                      "results": results.get(name, {}).get("results", {})})
     env = jinja2.Environment(autoescape=True)
     html = env.from_string(_INDEX_TEMPLATE).render(
         profile=profile, rows=view, open_up_to=OPEN_RESULTS_UP_TO,
         n_ok=sum(r["status"] == "ok" for r in rows), n_failed=sum(r["status"] != "ok" for r in rows),
+        n_earlier=sum(bool(r.get("earlier_run")) for r in rows),
         total_seconds=round(sum(float(r.get("seconds", 0)) for r in rows), 1),
         finished=time.strftime("%Y-%m-%d %H:%M"),
         machine=f"{platform.node() or 'this machine'}, {os.cpu_count()} CPU cores")
