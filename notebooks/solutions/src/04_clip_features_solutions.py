@@ -10,6 +10,7 @@
 
 # %%
 import os
+from math import comb
 
 import numpy as np
 import torch
@@ -135,9 +136,6 @@ print(f"I = {true_mi_ex:.2f} nats; B = {B_EX}: estimates {np.round(est_ex, 3)}, 
 # text to image.
 
 # %%
-from math import comb
-
-
 def i2t_chance(counts, M, k):
     """Chance image-to-text R@k of a random ranking; counts (N,) captions per picture, M captions in all."""
     return float(np.mean([1 - comb(M - int(c), k) / comb(M, k) for c in counts]))

@@ -101,9 +101,11 @@ print(f"at t = T: replaced {float(replaced_6_1):.6f} (product of step matrices {
 # At $t = T$ the cosine schedule has $\bar\alpha_T = 0$ and
 # $\bar\alpha_{T-1} = \cos\big(\tfrac\pi2 - \tfrac{\pi}{2T}\big) = \sin\tfrac{\pi}{2T}$,
 # so $\lambda_T = \sin\tfrac{\pi}{2T} \approx \tfrac{\pi}{2T}$, larger than $1/T$ by a
-# factor close to $\pi/2$: **more**. The cosine schedule is flat near $t = T$ in
-# $t$ but not in $\bar\alpha$: its last step already unmasks a larger share. At
-# $t = 1$ every schedule has $\lambda_1 = 1$ (all remaining masks are revealed).
+# factor close to $\pi/2$: **more**. In general $\lambda_T = \bar\alpha_{T-1}$ when
+# $\bar\alpha_T = 0$: the share of tokens still unmasked one step before the end.
+# The cosine schedule keeps more tokens until late (its $\bar\alpha$ falls fastest
+# at the end), so its first reverse step has more to reveal. At $t = 1$ every
+# schedule has $\lambda_1 = 1$ (all remaining masks are revealed).
 
 # %%
 def reveal_prob(keep_bar, t):
