@@ -632,6 +632,118 @@ else:
           "(it needs network access; the Colab profile uses it).")
 
 # %% [markdown]
+# ## Exercises
+#
+# Each exercise has one cell to complete. As shipped, the cell only says that
+# it has not been attempted; put your answer where it says `None` and run the
+# cell again: a right answer passes its check, a wrong one stops with an
+# assertion error that says what went wrong. The cells reuse what this
+# notebook has computed and retrain nothing. Worked answers are in
+# `notebooks/solutions/04_clip_features_solutions.ipynb`.
+
+# %% [markdown]
+# **Exercise 4.1** (predict, then check). In section 1 the caption embeddings
+# were noisy copies of the picture embeddings, and $\partial\mathcal L/\partial s$
+# came out negative: training sharpens the softmax. Now take captions that have
+# nothing to do with their pictures (drawn independently, `v_unrelated` below)
+# at the same $s$. From the formula for $\partial\mathcal L/\partial s$ (each
+# bracket compares the softmax-weighted average similarity with the similarity
+# of the right pair), predict whether training would **raise** or **lower**
+# $s$. The check averages the gradient over many independent draws, so the
+# answer does not hang on one lucky batch.
+
+# %%
+prediction_4_1 = None  # your answer: "raise" (dL/ds < 0) or "lower" (dL/ds > 0)
+
+rng_ex = np.random.default_rng(1)
+grads_unrelated = []
+for _ in range(200):
+    v_unrelated = rng_ex.normal(size=u.shape)
+    v_unrelated /= np.linalg.norm(v_unrelated, axis=1, keepdims=True)
+    grads_unrelated.append(infonce_by_hand(u, v_unrelated, s0)[1])
+if prediction_4_1 is None:
+    print("Exercise 4.1: not attempted yet")
+else:
+    mean_grad = float(np.mean(grads_unrelated))
+    truth = "raise" if mean_grad < 0 else "lower"
+    assert prediction_4_1 == truth, f"the mean dL/ds over unrelated batches is {mean_grad:+.3f}: training would {truth} s"
+    print(f"right: dL/ds = {mean_grad:+.3f} on average for unrelated pairs, so training would {truth} s")
+
+# %% [markdown]
+# **Exercise 4.2** (predict, then check). Take the correlated Gaussians of
+# section 1 with the correlation close to one (`RHO_EX`, `D_EX` below), so that
+# their mutual information is larger than $\log B$ for every batch size tried.
+# Predict (a) whether the InfoNCE estimate rises when the batch size doubles,
+# and (b) a ceiling, as a function of $B$, that the estimate can never pass.
+# The check computes the estimate at a few batch sizes (a fraction of a second).
+
+# %%
+rises_4_2 = None  # your answer to (a): True or False
+ceiling_4_2 = None  # your answer to (b): a function, e.g. lambda B: ...
+
+RHO_EX, D_EX, B_EX = 0.99, 4, (32, 64, 128)
+gen_ex = torch.Generator().manual_seed(1)
+true_mi_ex = -D_EX / 2 * np.log(1 - RHO_EX**2)
+est_ex = [infonce_estimate(RHO_EX, D_EX, B=b, n_batches=10, gen=gen_ex)[0] for b in B_EX]
+if rises_4_2 is None or ceiling_4_2 is None:
+    print("Exercise 4.2: not attempted yet")
+else:
+    rising = all(b > a for a, b in zip(est_ex, est_ex[1:]))
+    assert rises_4_2 == rising, f"estimates for B = {B_EX}: {np.round(est_ex, 3)}"
+    for b, e in zip(B_EX, est_ex):
+        assert e <= ceiling_4_2(b) + 1e-9, f"B = {b}: the estimate {e:.3f} passes your ceiling {ceiling_4_2(b):.3f}"
+        assert ceiling_4_2(b) - e < 0.3, (f"B = {b}: the estimate {e:.3f} stays far below your ceiling "
+                                          f"{ceiling_4_2(b):.3f}; a tighter ceiling holds")
+    print(f"right: I = {true_mi_ex:.2f} nats, estimates {np.round(est_ex, 3)} for B = {B_EX}, "
+          f"ceilings {np.round([ceiling_4_2(b) for b in B_EX], 3)}")
+
+# %% [markdown]
+# **Exercise 4.3** (derive, then check). Section 4 prints the chance level of
+# image-to-text retrieval next to each recall. Derive it: a random ranking of
+# the $M$ captions puts a uniformly random set of $k$ of them on top; a
+# picture with $c$ captions of its own scores a hit if at least one of them is
+# among those $k$. Write `i2t_chance(counts, M, k)`, the hit probability
+# averaged over pictures (`counts[i]` is the number of captions of picture $i$),
+# and compare it with `rec` for $k$ = 1, 5 and 10.
+
+# %%
+def i2t_chance(counts, M, k):
+    """Chance image-to-text R@k of a random ranking; counts (N,) captions per picture, M captions in all."""
+    return None  # your code here
+
+
+counts_val = torch.bincount(fv["text_owner"], minlength=len(fv["image"]))  # (N,)
+M_val = len(fv["text"])
+if i2t_chance(counts_val, M_val, 1) is None:
+    print("Exercise 4.3: not attempted yet")
+else:
+    for k in (1, 5, 10):
+        mine, lib = float(i2t_chance(counts_val, M_val, k)), rec[f"i2t_R@{k}_chance"]
+        assert abs(mine - lib) < 1e-9, f"R@{k}: yours {mine:.6f}, retrieval_recall's {lib:.6f}"
+    print("right: " + ", ".join(f"R@{k} chance {float(i2t_chance(counts_val, M_val, k)):.4f}" for k in (1, 5, 10)))
+
+# %% [markdown]
+# **Exercise 4.4** (implement, then check). Compute the image-to-text R@1 of
+# the validation features yourself, from `fv["image"]`, `fv["text"]` and
+# `fv["text_owner"]` alone: the fraction of pictures whose most similar caption
+# is one of their own. Compare with `rec["i2t_R@1"]` (the two may differ by a
+# picture at most, where two captions tie exactly).
+
+# %%
+def i2t_recall_at_1(image_emb, text_emb, owner):
+    """Fraction of pictures whose most similar caption belongs to them. image_emb (N, D), text_emb (M, D)."""
+    return None  # your code here
+
+
+r1_mine = i2t_recall_at_1(fv["image"], fv["text"], fv["text_owner"])
+if r1_mine is None:
+    print("Exercise 4.4: not attempted yet")
+else:
+    assert abs(float(r1_mine) - rec["i2t_R@1"]) <= 1 / len(fv["image"]) + 1e-9, \
+        f"yours {float(r1_mine):.4f}, retrieval_recall's {rec['i2t_R@1']:.4f}"
+    print(f"right: image-to-text R@1 = {float(r1_mine):.4f}")
+
+# %% [markdown]
 # ## Summary
 #
 # * CLIP's loss is a symmetric $B$-way classification (InfoNCE) with a

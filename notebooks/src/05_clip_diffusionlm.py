@@ -594,7 +594,126 @@ print("\n".join([
 # Notebook 07's masked model names objects twice too; notebook 08's
 # autoregressive decoder, which writes each word after the ones before it,
 # rarely does.
+
+# %% [markdown]
+# ## Exercises
 #
+# Each exercise has one cell to complete. As shipped, the cell only says that
+# it has not been attempted; put your answer where it says `None` and run the
+# cell again: a right answer passes its check, a wrong one stops with an
+# assertion error that says what went wrong. The cells reuse the model and the
+# captions this notebook has already made; none of them trains anything.
+# Worked answers are in `notebooks/solutions/05_clip_diffusionlm_solutions.ipynb`.
+
+# %% [markdown]
+# **Exercise 5.1** (derive, then check). Section 2 claims that two of the
+# frozen word vectors lie about $\sqrt{2D}\cdot$`embed_scale` apart. Derive it:
+# each row of `E` has root-mean-square `embed_scale` per coordinate (so what is
+# its length?), and two random directions in $D$ dimensions are nearly
+# orthogonal. Write your formula in terms of `cc.embed_dim` and
+# `cc.embed_scale`; the check compares it with the mean distance between all
+# pairs of rows of `E`, and your row length with the rows' actual lengths.
+
+# %%
+row_length_5_1 = None  # your formula for the length of one word vector
+distance_5_1 = None  # your formula for the typical distance between two word vectors
+
+if row_length_5_1 is None or distance_5_1 is None:
+    print("Exercise 5.1: not attempted yet")
+else:
+    lengths_E = E.norm(dim=-1)  # (V,)
+    dist_E = torch.cdist(E, E)[~torch.eye(len(E), dtype=torch.bool)]  # (V (V-1),) distances between distinct rows
+    assert torch.allclose(lengths_E, torch.full_like(lengths_E, float(row_length_5_1)), rtol=1e-3), \
+        f"rows have lengths {lengths_E.min():.4f}..{lengths_E.max():.4f}, not {float(row_length_5_1):.4f}"
+    assert abs(float(dist_E.mean()) / float(distance_5_1) - 1) < 0.1, \
+        f"mean distance {float(dist_E.mean()):.4f}, your formula {float(distance_5_1):.4f}"
+    print(f"right: length {float(row_length_5_1):.4f}; mean pairwise distance {float(dist_E.mean()):.4f} "
+          f"(std {float(dist_E.std()):.4f}) against your {float(distance_5_1):.4f}")
+
+# %% [markdown]
+# **Exercise 5.2** (predict, then check). Suppose the word vectors were half as
+# large (`EMBED_SCALE` halved). Predict whether the timestep where rounding
+# $x_t$ alone stops recovering the caption moves **earlier** (smaller $t$) or
+# **later** in the schedule. The check reruns section 2's measurement with
+# `E / 2` on the same captions (no model involved, a second or two) and
+# compares the crossing points. Optionally, predict what that does to
+# training and rerun the notebook with `EMBED_SCALE` halved (a retrain).
+
+# %%
+direction_5_2 = None  # your answer: "earlier" or "later"
+
+if direction_5_2 is None:
+    print("Exercise 5.2: not attempted yet")
+else:
+    recovered_half = rounding_recovery(sched, ids, E / 2, ts, mask=ids != tok.pad_id,
+                                       generator=torch.Generator().manual_seed(0))
+    t_cross_half = int(np.argmin(np.abs(sched.snr[1:].numpy() - 4 * snr_cross))) + 1  # SNR = 1/(scale/2)^2
+    truth = "earlier" if t_cross_half < t_cross else "later"
+    assert direction_5_2 == truth, f"the crossing moves from t = {t_cross} to t = {t_cross_half}"
+    assert np.mean(recovered_half) < np.mean(recovered), "smaller vectors must be harder to round"
+    print(f"right: the crossing moves from t = {t_cross} to t = {t_cross_half}; words recovered, averaged over "
+          f"the probed t: {np.mean(recovered):.3f} at full scale, {np.mean(recovered_half):.3f} at half scale")
+
+# %% [markdown]
+# **Exercise 5.3** (derive, then check). Section 6 printed how many network
+# passes the test captions took. Derive that number from the sampling
+# settings in `cc` (the sampler, its steps, the length beam), with no
+# measurement, and check it against `passes`. Then say how many passes the
+# row "feedback 10 beam 5" of section 8 costs: write a function of the steps
+# and the beam width; the check compares it with every feed-back row of
+# `sampler_rows`.
+
+# %%
+passes_5_3 = None  # your formula for the passes per test caption, from cc
+feedback_passes_5_3 = None  # your function: lambda steps, beam: ...
+
+if passes_5_3 is None or feedback_passes_5_3 is None:
+    print("Exercise 5.3: not attempted yet")
+else:
+    assert passes_5_3 == passes, f"the test captions took {passes} passes, your formula gives {passes_5_3}"
+    for name, p, *_ in sampler_rows:
+        parts = name.split()
+        if parts[0] == "feedback" and "+clamp" not in parts:
+            beam = int(parts[-1]) if "beam" in parts else 1
+            assert feedback_passes_5_3(int(parts[1]), beam) == p, f"row {name!r}: {p} passes"
+    print(f"right: {passes} passes per test caption")
+
+# %% [markdown]
+# **Exercise 5.4** (implement, then check). The paper's post-processing
+# deletes consecutive repeats. Write `my_drop_repeats(caption)` on a caption
+# string, without the library's `drop_consecutive_repeats`, and check it on
+# every test caption as the model wrote it (`raw`). Then predict: on this
+# run's test captions, does this post-processing lower the number of captions
+# that name one object twice (the "repeated obj." column of section 6, as in
+# "a red circle and a red circle")? The check counts how many captions it
+# changes, and how many of those name an object twice before and after.
+
+# %%
+def my_drop_repeats(caption):
+    """'a a red red circle' -> 'a red circle'."""
+    return None  # your code here
+
+
+fixes_repeated_object_5_4 = None  # your prediction: True if it lowers that number here, else False
+
+if my_drop_repeats("a a red red circle") is None or fixes_repeated_object_5_4 is None:
+    print("Exercise 5.4: not attempted yet")
+else:
+    for k, c in raw.items():
+        want = " ".join(drop_consecutive_repeats(c.split()))
+        assert my_drop_repeats(c) == want, f"{c!r}: yours {my_drop_repeats(c)!r}, expected {want!r}"
+    changed = [k for k, c in raw.items() if my_drop_repeats(c) != c]
+    twice = lambda c, k: judge_caption(c, scenes[k]).names_an_object_twice  # noqa: E731
+    before = sum(twice(raw[k], k) for k in changed)
+    after = sum(twice(my_drop_repeats(raw[k]), k) for k in changed)
+    print(f"post-processing changed {len(changed)} of {len(raw)} test captions; of those, {before} named an "
+          f"object twice before and {after} after")
+    assert fixes_repeated_object_5_4 == (after < before), \
+        f"{before} captions named an object twice before post-processing and {after} after"
+    print("right: naming an object twice repeats a whole phrase ('and a red circle'), which no word-level "
+          "deletion of consecutive repeats touches" if after >= before else "right: here it did lower it")
+
+# %% [markdown]
 # ## Summary
 #
 # * A continuous diffusion captioner generates all caption positions at

@@ -727,6 +727,116 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# ## Exercises
+#
+# Each exercise has one cell to complete. As shipped, the cell only says that
+# it has not been attempted; put your answer where it says `None` and run the
+# cell again: a right answer passes its check, a wrong one stops with an
+# assertion error that says what went wrong. The cells reuse the schedules and
+# the toy of this notebook and take a few seconds at most. Worked answers are
+# in `notebooks/solutions/06_discrete_diffusion_solutions.ipynb`.
+
+# %% [markdown]
+# **Exercise 6.1** (derive, then check). For the `replace` schedule at the last
+# step $t = T$, derive from $\bar\alpha_T$ and $\bar\gamma_T$ alone (the
+# schedule's `keep_bar[T]` and `mask_bar[T]`) (a) the probability that a token
+# has been replaced by a random token and is not masked, and (b) the
+# probability that $x_T$ still equals $x_0$, in the vocabulary of check 1
+# ($K$ = `V_SMALL - 1` ordinary tokens). The check multiplies the $T$
+# one-step matrices, so it does not use the closed form.
+
+# %%
+s_rep = scheds["replace"]
+replaced_6_1 = None  # your formula for (a), from s_rep.keep_bar[T_STEPS] and s_rep.mask_bar[T_STEPS]
+same_as_x0_6_1 = None  # your formula for (b), with K = V_SMALL - 1
+
+if replaced_6_1 is None or same_as_x0_6_1 is None:
+    print("Exercise 6.1: not attempted yet")
+else:
+    prod_rep = torch.eye(V_SMALL, dtype=F64)
+    for t_ in range(1, T_STEPS + 1):
+        prod_rep = prod_rep @ dd.step_matrix(s_rep, t_, V_SMALL, MASK_SMALL)
+    K_small, x0_ex = V_SMALL - 1, 0
+    others = [j for j in range(V_SMALL) if j not in (x0_ex, MASK_SMALL)]  # ordinary tokens other than x_0
+    replaced_by_product = float(prod_rep[x0_ex, others].sum()) * K_small / (K_small - 1)  # add the redraws onto x_0
+    assert abs(float(same_as_x0_6_1) - float(prod_rep[x0_ex, x0_ex])) < 1e-12, \
+        f"(b): yours {float(same_as_x0_6_1):.6f}, product of step matrices {float(prod_rep[x0_ex, x0_ex]):.6f}"
+    assert abs(float(replaced_6_1) - replaced_by_product) < 1e-12, \
+        f"(a): yours {float(replaced_6_1):.6f}, product of step matrices {replaced_by_product:.6f}"
+    print(f"right: at t = T, replaced {float(replaced_6_1):.6f}, still x_0 {float(same_as_x0_6_1):.6f}")
+
+# %% [markdown]
+# **Exercise 6.2** (implement, then check). A cosine masking schedule keeps a
+# token with $\bar\alpha_t = \cos\big(\tfrac{\pi}{2}\,t/T\big)$ and masks it
+# otherwise. Write `reveal_prob(keep_bar, t)`, the probability $\lambda_t$ that
+# a masked $x_t$ was $x_0$ one step earlier, for any masking-only schedule
+# given by its `keep_bar`. Predict first: at the first reverse step $t = T$,
+# does the cosine schedule reveal **more** or **fewer** masks than the `mask`
+# schedule, whose $\lambda_T$ is $1/T$? The check compares your function with
+# `dd.posterior` (which works through the one-step matrices) at every $t$.
+
+# %%
+def reveal_prob(keep_bar, t):
+    """lambda_t = q(x_{t-1} = x_0 | x_t = [MASK], x_0) for a masking-only schedule; keep_bar (T+1,), t >= 1."""
+    return None  # your code here
+
+
+more_at_T_6_2 = None  # your prediction: True if the cosine schedule reveals more at t = T than `mask`
+
+steps_ex = torch.arange(T_STEPS + 1, dtype=F64)
+keep_cos = torch.cos(math.pi / 2 * steps_ex / T_STEPS)  # (T+1,) alphabar_t, 1 at t = 0
+s_cos = dd.MaskSchedule(f"cosine T={T_STEPS}", keep_cos, 1 - keep_cos)
+if reveal_prob(keep_cos, 1) is None or more_at_T_6_2 is None:
+    print("Exercise 6.2: not attempted yet")
+else:
+    t_all = torch.arange(1, T_STEPS + 1)
+    via_posterior = dd.posterior(s_cos, torch.full((T_STEPS,), 2), torch.zeros(T_STEPS, dtype=torch.long),
+                                 t_all, 3, 2)[:, 0]  # (T,) the mass on x_0 of a masked x_t
+    mine = torch.tensor([float(reveal_prob(keep_cos, int(t_))) for t_ in t_all], dtype=F64)
+    assert torch.allclose(mine, via_posterior, atol=1e-12), f"largest difference {float((mine - via_posterior).abs().max()):.2e}"
+    lam_T = float(via_posterior[-1])
+    assert more_at_T_6_2 == (lam_T > 1 / T_STEPS), f"cosine lambda_T = {lam_T:.4f}, mask lambda_T = {1 / T_STEPS:.4f}"
+    print(f"right: cosine lambda_T = {lam_T:.4f} against 1/T = {1 / T_STEPS:.4f}; lambda_1 = {float(mine[0]):.4f}")
+
+# %% [markdown]
+# **Exercise 6.3** (predict, then check). The plot after check 5 shows the gap
+# between the discrete and the continuous bound of the toy closing like $1/T$.
+# Predict the ratio of the gap at $T = 2000$ to the gap at $T = 1000$. The
+# check computes the exact bound at $T = 2000$ (a fraction of a second).
+
+# %%
+ratio_6_3 = None  # your prediction: gap(T = 2000) / gap(T = 1000)
+
+if ratio_6_3 is None:
+    print("Exercise 6.3: not attempted yet")
+else:
+    gap_2000 = toy.nelbo_discrete(dd.mask_schedule(2000, "mask")) - cont
+    measured_ratio = gap_2000 / (disc[1000] - cont)
+    assert abs(float(ratio_6_3) - measured_ratio) < 0.05, f"the gap ratio is {measured_ratio:.4f}"
+    print(f"right: gap {disc[1000] - cont:.3e} at T = 1000, {gap_2000:.3e} at T = 2000, ratio {measured_ratio:.4f}")
+
+# %% [markdown]
+# **Exercise 6.4** (predict, then check). Check 6 sampled the toy with the
+# exact denoiser in random order with $T = 1$ and $T = 4$ steps ($L = 4$). Where
+# does $T = 2$ fall? Order the three settings from the largest total
+# variation distance to the smallest, and say why in one sentence (how many
+# positions are revealed together, each drawn on its own?). The check draws
+# the same number of samples with $T = 2$ (a second or two).
+
+# %%
+order_6_4 = None  # your prediction: a list of "T = 1", "T = 2", "T = 4", largest TV first
+
+if order_6_4 is None:
+    print("Exercise 6.4: not attempted yet")
+else:
+    x_T2 = dd.sample_masked(exact_fn, dd.mask_schedule(2, "mask"), (n_toy, toy.L), toy.mask_id, generator=gen,
+                            order="random")
+    tv_ex = {"T = 1": rows["random, T = 1"][0], "T = 2": tv_to_toy(x_T2), "T = 4": rows["random, T = 4 (= L)"][0]}
+    measured_order = sorted(tv_ex, key=tv_ex.get, reverse=True)
+    assert list(order_6_4) == measured_order, f"TV distances: {({k: round(v, 3) for k, v in tv_ex.items()})}"
+    print(f"right: TV distances {({k: round(v, 3) for k, v in tv_ex.items()})}")
+
+# %% [markdown]
 # What to take from this notebook:
 #
 # * Discrete diffusion corrupts tokens directly; the mask-and-replace process
