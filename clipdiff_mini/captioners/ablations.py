@@ -291,6 +291,7 @@ def run_rows(table: str, profile: str, rows: list[str] | None = None, *, extra: 
             if row.name in done:
                 results.append(done[row.name])
                 continue
+            started = run_info(table, profile, row.name, extra)  # the code as the row starts, not as it ends
             cfg = get_config(profile, {**(extra or {}), **row.train})
             if cfg.captioner.grid != base.captioner.grid:  # another CLIP grid: the features differ
                 row_data = load_captioning_data(cfg, ("train", "val"), progress=progress)
@@ -310,7 +311,7 @@ def run_rows(table: str, profile: str, rows: list[str] | None = None, *, extra: 
                    **evaluate_captions(preds, val, scorer=scorer), "train_seconds": round(record["train_seconds"], 1),
                    "steps": record["steps"], "best_step": record["best"]["step"], "passes": round(passes, 1),
                    "ms_per_caption": round(1000 * seconds / len(caps), 2), "example": caps[0],
-                   "overrides": {**row.train, **row.sample}, "run": run_info(table, profile, row.name, extra)}
+                   "overrides": {**row.train, **row.sample}, "run": started}
             results.append(res)
             done[row.name] = res
             write_json(json_path, {"table": table, "profile": profile, "rows": list(done.values())})
