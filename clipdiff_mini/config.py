@@ -181,10 +181,10 @@ class CaptionerConfig:
     # picture, or "autoregressive": the autoregressive decoder's greedy caption of each training picture
     # (sequence-level distillation, captioners/distillation.py; a second model is trained first)
     teacher_grid: str = "fine"  # the CLIP grid the autoregressive teacher reads (prefix tokens)
-    student_steps: int = 12_000  # distillation: the student's step budget (0: train_steps); its teacher trains
-    # train_steps. A masked student keeps learning after its teacher has stopped (notebook 07, sections 11-12)
-    student_init: str = "scratch"  # distillation: a student starts from random weights ("scratch") or from the
-    # same captioner trained on the references ("references"; trained first when its checkpoint is missing)
+    student_steps: int = 6_000  # distillation: the student's step budget (0: train_steps); its teacher trains
+    # train_steps. Started from the references' model, a student needs fewer steps (notebook 07, section 12)
+    student_init: str = "references"  # distillation: a student starts from the same captioner trained on the
+    # references ("references"; trained first when its checkpoint is missing) or from random weights ("scratch")
 
 
 @dataclass

@@ -78,7 +78,8 @@ CLIP_DIFFUSIONLM_ROWS: tuple[Row, ...] = (
     Row("-text-feature", "course", {**PAPER_RECIPE, "continuous.text_feature": False}, PAPER_SAMPLING,
         note="no caption CLIP feature in training (at sampling the image stands in for it)"),
     Row("course", "course", {}, {}, note="the profile's defaults: the recipe notebook 05 trains"),
-    Row("course, AR teacher", "course", {"captioner.targets": "autoregressive", "captioner.student_steps": 0}, {},
+    Row("course, AR teacher", "course", {"captioner.targets": "autoregressive", "captioner.student_steps": 0,
+                                         "captioner.student_init": "scratch"}, {},
         note="with an autoregressive teacher: the course's recipe trained on its captions, the same step budget"),
 )
 
@@ -176,17 +177,19 @@ DDCAP_LEVER_ROWS: tuple[Row, ...] = (
         note="model of 'g, prefix': write all, re-mask the least confident, 10 iterations"),
     Row("g, prefix, blocks of 4", "lever", _P, {**_G_SAMPLE, "ddcap.order": "blocks"},
         note="model of 'g, prefix': semi-autoregressive blocks"),
-    Row("g, prefix, AR teacher", "lever", {**_P, "captioner.targets": "autoregressive", "captioner.student_steps": 0},
+    Row("g, prefix, AR teacher", "lever", {**_P, "captioner.targets": "autoregressive", "captioner.student_steps": 0,
+                                           "captioner.student_init": "scratch"},
         _G_SAMPLE,
         note="with an autoregressive teacher: trained on its captions (sequence-level distillation)"),
     Row("g, prefix, no CAM, no t, AR teacher", "lever", {**_P_CALIBRATED, "captioner.targets": "autoregressive",
-                                                         "captioner.student_steps": 0},
+                                                         "captioner.student_steps": 0, "captioner.student_init": "scratch"},
         _G_SAMPLE, note="with an autoregressive teacher"),
     Row("g, prefix, AR teacher, 12000 steps", "lever", {**_P, "captioner.targets": "autoregressive",
-                                                        "captioner.student_steps": 12_000},
+                                                        "captioner.student_steps": 12_000, "captioner.student_init": "scratch"},
         _G_SAMPLE, note="with an autoregressive teacher; twice the step budget"),
     Row("g, prefix, no CAM, AR teacher, 12000 steps", "lever",
-        {**_P, "ddcap.concentrated_mask": False, "captioner.targets": "autoregressive", "captioner.student_steps": 12_000},
+        {**_P, "ddcap.concentrated_mask": False, "captioner.targets": "autoregressive", "captioner.student_steps": 12_000,
+         "captioner.student_init": "scratch"},
         _G_SAMPLE, note="with an autoregressive teacher; twice the step budget, no concentrated mask"),
     Row("g, prefix, no CAM, AR teacher, from refs", "lever",
         {**_P, "ddcap.concentrated_mask": False, "captioner.targets": "autoregressive", "captioner.student_steps": 6_000,
@@ -208,6 +211,8 @@ LEVER_PAIRS: tuple[tuple[str, str, str], ...] = (
     ("g, prefix, AR teacher", "g, prefix, AR teacher, 12000 steps", "with the teacher: twice the steps"),
     ("g, prefix, AR teacher, 12000 steps", "g, prefix, no CAM, AR teacher, 12000 steps",
      "with the teacher and twice the steps: dropping the concentrated mask"),
+    ("g, prefix, no CAM, AR teacher, 12000 steps", "g, prefix, no CAM, AR teacher, from refs",
+     "with the teacher: 6000 steps from the model trained on the references, not 12000 from random weights"),
 )
 
 
