@@ -101,6 +101,7 @@ TRAIN_STEPS = None  # retrains: the step budget (None: the profile's, 6000 on a 
 PATIENCE = None  # retrains: stop after this many validation checks without progress (None: the profile's; 0 = never)
 TRAIN_MINUTES = None  # retrains: a wall-clock safety cap (None: the profile's); a run it stops depends on the machine
 STUDENT_STEPS = None  # retrains: section 11's distilled student's step budget (None: the profile's; 0: TRAIN_STEPS)
+STUDENT_INIT = None  # retrains: the student starts from "references" (section 3's model; the course's) or "scratch"
 ABLATION_ROWS_CI = ["c", "g"]  # rows trained here when no laptop table exists (ci size)
 SPEED_TOKENS_PER_STEP = [1, 2, 3, 4, 6]  # section 8: best-first K values measured
 N_SHOW = 8  # test pictures in the caption grid
@@ -116,7 +117,7 @@ cfg = get_config(PROFILE, {
     "ddcap.conditioning": CONDITIONING,
     "ddcap.loss_weighting": LOSS_WEIGHTING, "ddcap.schedule": SCHEDULE, "ddcap.timesteps": TIMESTEPS,
     "captioner.train_minutes": TRAIN_MINUTES, "captioner.train_steps": TRAIN_STEPS, "captioner.patience": PATIENCE,
-    "captioner.student_steps": STUDENT_STEPS})
+    "captioner.student_steps": STUDENT_STEPS, "captioner.student_init": STUDENT_INIT})
 set_seed(cfg.seed)
 log = ResultLog(cfg, "07_ddcap")
 t_notebook = time.perf_counter()
@@ -527,9 +528,13 @@ print("\n".join(lines))
 #    greedy caption of each training picture. One caption per picture means
 #    one order per picture. It needs a second model (the decoder of
 #    notebook 08, trained here first if its checkpoint does not exist), so
-#    its row says "with an autoregressive teacher". The student trains for
-#    `captioner.student_steps` steps, its own budget: the curves below show
-#    why it gets more than the model trained on the references.
+#    its row says "with an autoregressive teacher". The student does not
+#    start from random weights: it starts from section 3's model
+#    (`captioner.student_init = "references"`), which already reads the
+#    picture and writes well-formed captions, and trains
+#    `captioner.student_steps` more steps on the teacher's captions. What
+#    it has to learn is only the one order per picture. Section 12 compares
+#    this start with random weights.
 
 # %%
 disagree = reference_disagreement(train.ids, train.owner)  # (L,)
@@ -601,11 +606,14 @@ print(f"teacher (autoregressive, {teacher_cfg.captioner.grid} grid as prefix tok
       f"{teacher_record['train_seconds']:.0f} s; student: {student_record['steps']} steps, "
       f"{student_record['train_seconds']:.0f} s, ended by {student_record['stopped_by']} (best on val at step "
       f"{student_record['best']['step']}); {student_seconds:.0f} s in this cell")
-# the two validation curves: the reference-trained model stops improving early, the student does not
+# the two validation curves; a student started from section 3's model continues its steps
+offset = record["steps"] if cfg.captioner.student_init == "references" else 0
 fig, ax = plt.subplots(figsize=(6.5, 3.2))
-for rec, label in ((record, "DDCap, references"), (student_record, "DDCap, autoregressive teacher")):
-    ax.plot([v["step"] for v in rec["history"]["val"]], [v["scene_accuracy"] for v in rec["history"]["val"]],
+for rec, label, start in ((record, "DDCap, references", 0), (student_record, "DDCap, autoregressive teacher", offset)):
+    ax.plot([start + v["step"] for v in rec["history"]["val"]], [v["scene_accuracy"] for v in rec["history"]["val"]],
             marker="o", label=label)
+if offset:
+    ax.axvline(offset, color="grey", lw=0.8, ls=":")
 ax.axhline(teacher_record["best"]["scene_accuracy"], color="k", ls="--", label="the teacher (its best)")
 ax.set(xlabel="training step", ylabel="val scene accuracy", ylim=(0, 1.02),
        title="Validation during training (each model's own checks)")
@@ -698,8 +706,9 @@ print("\n".join([
 # * **the decoding**: a sampled length, Mask-Predict's re-masking, blocks of
 #   four positions left to right (semi-autoregressive: the bridge between
 #   the two families);
-# * **the targets**: the autoregressive teacher's captions, with a larger
-#   learning rate and with twice the steps.
+# * **the targets**: the autoregressive teacher's captions, from random
+#   weights with the profile's steps and with twice as many, and from the
+#   model trained on the references (`captioner.student_init`).
 #
 # The full table trains about ten models (one laptop hour), so it is its own
 # command; the notebook shows your run when it exists and otherwise the
@@ -738,9 +747,14 @@ print("\n".join(row_differences(lever_rows)))
 #   teacher whichever way it reads the picture.
 # * **The targets** are the main problem: the teacher's single caption per
 #   picture is the largest step of the table.
-# * **The student is slow to learn**: the validation curve of section 11
-#   keeps rising where the reference-trained one is flat, and twice the
-#   steps buy more. Hence `captioner.student_steps`.
+# * **The student is slow to learn from random weights**: twice the steps
+#   buy more. Started from the model trained on the references it needs
+#   far fewer: that model already knows the words and reads the picture,
+#   and its steps go to the one thing the teacher adds, one order per
+#   picture (the last line above). Section 11's curve shows the same
+#   start: it sits flat for a while, then climbs towards the teacher. Hence
+#   the course's student: section 3's model plus
+#   `captioner.student_steps`.
 # * **DDCap's tricks were made for its setting.** The concentrated mask is
 #   one of Table 1's gains with cross-attention; with prefix tokens the
 #   table measures it on the references and on the student (the two
@@ -769,8 +783,9 @@ print("\n".join(row_differences(lever_rows)))
 #   the decoding order nor the length removes that, while training on one
 #   caption per picture from an autoregressive teacher does (section 11,
 #   whose printed lines give this run's numbers). The cost is a second
-#   model, a student bounded by its teacher, and more training steps for
-#   the student.
+#   model and a student bounded by its teacher; started from the model
+#   trained on the references, the student needs no more steps than that
+#   model did.
 # * Reading the CLIP grid as prefix tokens, as the autoregressive decoder
 #   does, is the course's default; section 12's table measures it beside
 #   every other lever, one row each.
