@@ -793,3 +793,109 @@ print("\n".join(row_differences(lever_rows)))
 # %%
 log.add("notebook seconds", round(time.perf_counter() - t_notebook, 1))
 print(log.table())
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise reuses what this notebook has already computed or trained;
+# none retrains a model. Replace the `None` in its cell, run the cell, and
+# its check says whether your answer holds. The worked answers are in
+# `notebooks/solutions/07_ddcap_solutions.ipynb`.
+
+# %% [markdown]
+# **Exercise 7.1** (derive, then check). Under the concentrated attention
+# mask, a caption of $n$ positions of which $m$ are `[MASK]` allows some
+# number of (query, key) pairs out of $n^2$. Derive that number as a
+# function of $n$ and $m$ and write it as `cam_allowed(n, m)`. Which is
+# larger for the same caption: the count with $m = 0$ or with $m = n$, and
+# by how much? The check compares your formula with the mask section 2 drew
+# and with a batch of training captions hidden at random.
+
+# %%
+def cam_allowed(n, m):
+    """Allowed (query, key) pairs of the concentrated mask for n positions, m of them [MASK]."""
+    return None  # your formula here
+
+
+if cam_allowed(3, 1) is None:
+    print("Exercise 7.1: not attempted yet")
+else:
+    m0 = int((example[:n0] == tok.mask_id).sum())
+    assert int(allowed.sum()) == cam_allowed(n0, m0), "section 2's mask disagrees with your formula"
+    g = torch.Generator().manual_seed(0)
+    batch = train.ids[:64, :n0].clone()
+    batch[torch.rand(batch.shape, generator=g) < 0.4] = tok.mask_id
+    counts = concentrated_attention_mask(batch, tok.mask_id).sum((1, 2))  # (64,)
+    for row, c in zip(batch, counts):
+        assert int(c) == cam_allowed(n0, int((row == tok.mask_id).sum())), "a training caption disagrees"
+    print(f"Exercise 7.1: your formula matches {len(batch) + 1} masks")
+
+# %% [markdown]
+# **Exercise 7.2** (predict, derive, check). Best-first inference starts
+# from the predicted length's masks and commits `tokens_per_step` = $K$ of
+# them per network call; with a guidance scale $s \ne 1$ every call runs the
+# network twice (with the picture and with the null picture). First
+# predict: doubling $K$ divides the passes per caption by exactly two, by
+# less, or by more? Then write `predicted_passes(lengths, K, s)`, the mean
+# passes per caption for the masked lengths `lengths` (a tensor of $n_i$,
+# as `model.sample` returns them in `out["lengths"]`). The check samples
+# sixteen validation pictures with the trained model (sampling only).
+
+# %%
+def predicted_passes(lengths, K, s):
+    """Mean network passes per caption of best-first with K tokens per call and guidance scale s."""
+    return None  # your formula here
+
+
+if predicted_passes(torch.tensor([5]), 1, 1.0) is None:
+    print("Exercise 7.2: not attempted yet")
+else:
+    few = val.subset(16).condition()
+    for K, s in ((1, 1.0), (2, 1.0), (3, 2.0)):
+        out = model.sample(few, order="best_first", tokens_per_step=K, guidance_scale=s,
+                           generator=torch.Generator().manual_seed(0))
+        mine = float(predicted_passes(out["lengths"], K, s))
+        assert abs(mine - out["passes"]) < 1e-6, f"K={K}, s={s}: you predict {mine:.2f}, the sampler ran {out['passes']:.2f}"
+        print(f"K={K}, s={s:g}: {out['passes']:.2f} passes per caption, as predicted")
+
+# %% [markdown]
+# **Exercise 7.3** (implement, check). Section 11 measured, position by
+# position, the fraction of training pictures whose references do not all
+# hold the same token there (padding counts as a token). Compute it
+# yourself from `train.ids` without the library's loop: the caption rows
+# are stored picture by picture, five per picture, so a reshape to
+# (pictures, references, positions) does most of the work. The check
+# compares your curve with `disagree`.
+
+# %%
+my_disagree = None  # your code here: a tensor (L,) of fractions
+
+if my_disagree is None:
+    print("Exercise 7.3: not attempted yet")
+else:
+    assert my_disagree.shape == disagree.shape, f"shape {tuple(my_disagree.shape)}, expected {tuple(disagree.shape)}"
+    assert torch.allclose(my_disagree.float(), disagree, atol=1e-6), "your curve differs from section 11's"
+    print(f"Exercise 7.3: your curve matches at all {len(disagree)} positions")
+
+# %% [markdown]
+# **Exercise 7.4** (implement, check). The *oracle length* of section 11
+# starts sampling from a canvas that holds, for each test picture, as many
+# `[MASK]` tokens as its first reference has tokens (`[BOS]` and `[EOS]`
+# included) and `[PAD]` after them. Build that canvas for `test` from
+# `test.ids` and the tokenizer's ids. Before you run the check, predict: is
+# the mean number of masks of this canvas the same as the mean length of
+# all five references of the test pictures? The check compares your canvas
+# with `canvas`, the one section 11 sampled from.
+
+# %%
+my_canvas = None  # your code here: a long tensor (pictures, L)
+
+if my_canvas is None:
+    print("Exercise 7.4: not attempted yet")
+else:
+    assert my_canvas.shape == canvas.shape and torch.equal(my_canvas.long(), canvas.long()), \
+        "your canvas differs from section 11's"
+    n_first = (canvas == tok.mask_id).sum(-1).float().mean()
+    n_all = (test.ids != tok.pad_id).sum(-1).float().mean()
+    print(f"Exercise 7.4: your canvas matches; mean masks {n_first:.2f} (first references), mean length of all "
+          f"five references {n_all:.2f}")

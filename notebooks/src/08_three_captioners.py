@@ -659,6 +659,110 @@ else:
           "(for the controls in JupyterLab: pip install -e \".[widgets]\" in the course's folder; Colab has them)")
 
 # %% [markdown]
+# ## Exercises
+#
+# Each exercise reuses what this notebook has already trained and sampled;
+# none retrains a model. Replace the `None` in its cell, run the cell, and
+# its check says whether your answer holds. The worked answers are in
+# `notebooks/solutions/08_three_captioners_solutions.ipynb`.
+
+# %% [markdown]
+# **Exercise 8.1** (implement, derive, check). Write `my_inversions(steps,
+# keep)` for **one** caption with plain Python loops: among the pairs of
+# kept positions $i < j$ decided at different calls, the fraction where $j$
+# was decided first (`nan` when there is no such pair). The check compares
+# it with `inv_d`, section 7's counts for DDCap. Then derive what a caption
+# written in a uniformly random order scores on average, and check your
+# value on random orders.
+
+# %%
+def my_inversions(steps, keep):
+    """steps, keep: lists of one caption's settle steps and kept flags; the fraction of inverted pairs."""
+    return None  # your code here
+
+
+random_order_value = None  # your derived value
+
+if my_inversions([1, 2], [True, True]) is None or random_order_value is None:
+    print("Exercise 8.1: not attempted yet")
+else:
+    for p in range(min(50, len(inv_d))):
+        mine, theirs = my_inversions(steps_d[p].tolist(), words_d[p].tolist()), float(inv_d[p])
+        assert (np.isnan(mine) and np.isnan(theirs)) or abs(mine - theirs) < 1e-6, f"caption {p}: {mine} vs {theirs}"
+    rng = np.random.default_rng(0)
+    shuffled = [my_inversions(list(rng.permutation(12)), [True] * 12) for _ in range(2000)]
+    assert abs(np.mean(shuffled) - random_order_value) < 0.02, f"random orders score {np.mean(shuffled):.3f}"
+    print(f"Exercise 8.1: your count matches section 7; random orders score {np.mean(shuffled):.3f} on average")
+
+# %% [markdown]
+# **Exercise 8.2** (derive, check). In section 5 the line *a random
+# candidate (chance)* gives the exact-fill rate of a guess drawn uniformly
+# from the candidate fills of each gap. From the scene vocabulary listed in
+# section 8, derive the chance rate for a hidden **colour** word and for a
+# hidden **shape** word as fractions, and say how many times chance each
+# model's colour exact fill is.
+
+# %%
+chance_colour = None  # your fraction
+chance_shape = None  # your fraction
+
+if chance_colour is None or chance_shape is None:
+    print("Exercise 8.2: not attempted yet")
+else:
+    for kind, mine in (("colour", chance_colour), ("shape", chance_shape)):
+        if kind in chance and not np.isnan(chance[kind]):
+            assert abs(float(mine) - chance[kind]) < 1e-9, f"{kind}: section 5 measured {chance[kind]:.4f}"
+    for name, r in infill.items():
+        if "colour" in r["per_kind"]:
+            print(f"{name:36s} colour exact fill {r['per_kind']['colour']['exact_fill'] / chance_colour:5.1f} x chance")
+    print("Exercise 8.2: your chance rates match section 5")
+
+# %% [markdown]
+# **Exercise 8.3** (predict, check). Section 7 counted, for DDCap at each K,
+# the captions in which one word stands at two adjacent positions that were
+# committed at the *same* network call. Predict that fraction at $K = 1$
+# without looking at the table, and say why it is what it is. Then predict
+# whether it can only grow, or may also fall, as K grows; the check prints
+# the measured row.
+
+# %%
+same_call_at_k1 = None  # your prediction: a fraction of captions
+
+if same_call_at_k1 is None:
+    print("Exercise 8.3: not attempted yet")
+elif 1 not in DDCAP_K:
+    print("Exercise 8.3: DDCAP_K has no K = 1 in this run")
+else:
+    measured = dd[DDCAP_K.index(1)]["same_call"]
+    assert abs(same_call_at_k1 - measured) < 1e-9, f"measured at K = 1: {measured:.3f}"
+    print("Exercise 8.3: right. Same-call repeats by K: "
+          + ", ".join(f"K={k}: {r['same_call']:.3f}" for k, r in zip(DDCAP_K, dd)))
+
+# %% [markdown]
+# **Exercise 8.4** (implement, check). Section 7's *length* column counts
+# captions whose length is none of the picture's five reference lengths.
+# Write `my_length_mismatch(ids, refs)` for **one** caption with plain
+# Python: its length runs from `[BOS]` to the first `[EOS]` included (the
+# non-`[PAD]` tokens when it has no `[EOS]`); a reference's length is its
+# number of non-`[PAD]` tokens. The check compares it with the library's
+# `length_mismatch` on DDCap's captions of section 7.
+
+# %%
+def my_length_mismatch(ids, refs):
+    """ids: one caption's token ids (a list); refs: its picture's references (lists); True when no length matches."""
+    return None  # your code here
+
+
+if my_length_mismatch([tok.bos_id, tok.eos_id], [[tok.bos_id, tok.eos_id]]) is None:
+    print("Exercise 8.4: not attempted yet")
+else:
+    ids_d = traj_d["ids"].cpu()
+    theirs = length_mismatch(ids_d, ref_ids, tok.pad_id, tok.eos_id)  # (n_traj,)
+    mine = [my_length_mismatch(ids_d[p].tolist(), ref_ids[p].tolist()) for p in range(len(ids_d))]
+    assert mine == theirs.tolist(), "your count differs from the library's"
+    print(f"Exercise 8.4: your count matches on {len(mine)} captions ({sum(mine)} with no reference's length)")
+
+# %% [markdown]
 # ## 9. Conclusion, from the numbers above
 #
 # Printed from this run's measurements (a different profile, machine or

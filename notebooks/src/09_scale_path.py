@@ -341,3 +341,131 @@ print("the command's captions == the notebook's")
 # %%
 print(f"notebook: {time.perf_counter() - t_notebook:.1f} s, peak memory {peak_rss_mb():.0f} MiB")
 _ = log.add("notebook seconds", time.perf_counter() - t_notebook)
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise reuses what this notebook has already loaded and trained;
+# none trains again. Replace the `None` in its cell, run the cell, and its
+# check says whether your answer holds. The worked answers are in
+# `notebooks/solutions/09_scale_path_solutions.ipynb`.
+
+# %% [markdown]
+# **Exercise 9.1** (implement, check). Write `split_sizes(json_path)`: read
+# the Karpathy split file with Python's `json` module alone and count the
+# pictures of each split, `restval` counted as `train` and a picture without
+# any caption left out (as the course's loader does). The check compares
+# your counts with the splits section 3 loaded.
+
+# %%
+def split_sizes(json_path):
+    """{"train": pictures, "val": ..., "test": ...} of a Karpathy split file."""
+    return None  # your code here
+
+
+karpathy_file = cfg.resolve(cfg.data.karpathy_json)
+if split_sizes(karpathy_file) is None:
+    print("Exercise 9.1: not attempted yet")
+else:
+    mine = split_sizes(karpathy_file)
+    for name, s in data.items():
+        assert mine.get(name) == len(s), f"{name}: you count {mine.get(name)}, section 3 loaded {len(s)}"
+    print(f"Exercise 9.1: your counts match {karpathy_file.name}: {mine}")
+
+# %% [markdown]
+# **Exercise 9.2** (derive, implement, check). Under `torchrun` every
+# process draws the same global batch of $B$ rows, takes its share (the
+# rows are split into $N$ consecutive parts whose sizes differ by at most
+# one, the larger ones first) and cuts its share into $A$ micro-batches the
+# same way ($A$ = `captioner.grad_accum`). Write `micro_sizes(B, N, rank,
+# A)`, the list of micro-batch sizes of process `rank`. Then derive why the
+# training loop multiplies a micro-batch's mean loss by $N \cdot b / B$ ($b$
+# its size): the data-parallel wrapper averages the gradients of the $N$
+# processes. What do these weights, divided by $N$, add up to over all
+# processes and micro-batches? The check compares your sizes with the
+# library's split and your sum with the sizes.
+
+# %%
+def micro_sizes(B, N, rank, A):
+    """Sizes of the A micro-batches of process `rank` among N, for a global batch of B rows."""
+    return None  # your code here
+
+
+weights_sum = None  # your derived value of the sum
+
+if micro_sizes(8, 2, 0, 1) is None or weights_sum is None:
+    print("Exercise 9.2: not attempted yet")
+else:
+    from clipdiff_mini.captioners.distributed import World, shard_rows
+
+    for B in (cfg.captioner.batch_size, 10, 7):
+        for N in range(1, 9):
+            total = 0.0
+            for rank in range(N):
+                parts = torch.tensor_split(shard_rows(torch.arange(B), World(rank, N, rank)), 3)
+                assert micro_sizes(B, N, rank, 3) == [len(p) for p in parts], f"B={B}, N={N}, rank {rank}"
+                total += sum(N * len(p) / B for p in parts) / N
+            assert abs(total - weights_sum) < 1e-9, f"B={B}, N={N}: the weights add up to {total}"
+    print("Exercise 9.2: your sizes match the library's split, and your sum holds for every B and N tried")
+
+# %% [markdown]
+# **Exercise 9.3** (implement, predict, check). Section 4 compared the
+# resumed and the uninterrupted weights tensor by tensor. Write
+# `same_weights(a, b)` for two state dicts: True when they have the same
+# keys and every tensor is bit-identical. Before running the check,
+# predict: if one weight moves to the next representable float, does
+# `torch.allclose` with its default tolerances notice? Does your function?
+
+# %%
+def same_weights(a, b):
+    """True when state dicts a and b hold the same keys and bit-identical tensors."""
+    return None  # your code here
+
+
+allclose_notices = None  # your prediction: True or False
+
+if "whole" not in globals():
+    print("Exercise 9.3: section 4 did not train the uninterrupted run here (colab profile)")
+elif same_weights({}, {}) is None or allclose_notices is None:
+    print("Exercise 9.3: not attempted yet")
+else:
+    a, b = whole["model"].state_dict(), run["model"].state_dict()
+    assert same_weights(a, b), "section 4 found the two runs bit-identical"
+    key = next(k for k, v in a.items() if v.is_floating_point() and v.numel())
+    moved = {k: v.clone().contiguous() for k, v in a.items()}
+    flat = moved[key].view(-1)  # a view: writing to it moves the weight in `moved`
+    flat[0] = torch.nextafter(flat[0], torch.tensor(float("inf"), dtype=flat.dtype))
+    assert not same_weights(a, moved), f"{key}: one weight moved by one float step and your function missed it"
+    assert allclose_notices == (not torch.allclose(a[key], moved[key])), "run torch.allclose on the two and look"
+    print(f"Exercise 9.3: right; in {key!r} one float step apart: allclose says {torch.allclose(a[key], moved[key])}, "
+          f"same_weights says {same_weights(a, moved)}")
+
+# %% [markdown]
+# **Exercise 9.4** (derive, check). The cut of section 4 was planned:
+# `stop_at` writes a checkpoint at the cut. A real disconnect does not: the
+# training loop snapshots after each step whose count is a multiple of
+# `captioner.checkpoint_every` ($c$), and the resumed run starts from the
+# last snapshot. Derive `steps_redone(k, c)`, the steps trained twice when
+# the process dies right after completing its $k$-th step. What is the
+# most a disconnect can cost? Predict: are the final weights still
+# bit-identical to an uninterrupted run's? The check simulates the loop's
+# rule.
+
+# %%
+def steps_redone(k, c):
+    """Steps trained again after a disconnect right after step k, with snapshots every c steps."""
+    return None  # your formula here
+
+
+if steps_redone(5, 2) is None:
+    print("Exercise 9.4: not attempted yet")
+else:
+    every = cfg.captioner.checkpoint_every
+    for c in (every, 3, 7):
+        saved = 0
+        for k in range(1, 5 * c + 1):  # the loop's rule: a snapshot after step k when k % c == 0
+            if k % c == 0:
+                saved = k
+            assert steps_redone(k, c) == k - saved, f"k={k}, c={c}: the loop would redo {k - saved} steps"
+    print(f"Exercise 9.4: right; with this profile's snapshots every {every} steps a disconnect costs at most "
+          f"{max(steps_redone(k, every) for k in range(1, 2 * every + 1))} steps")
