@@ -81,6 +81,8 @@ CLIP_DIFFUSIONLM_ROWS: tuple[Row, ...] = (
     Row("course, AR teacher", "course", {"captioner.targets": "autoregressive", "captioner.student_steps": 0,
                                          "captioner.student_init": "scratch"}, {},
         note="with an autoregressive teacher: the course's recipe trained on its captions, the same step budget"),
+    Row("course, AR teacher, from refs", "course", {"captioner.targets": "autoregressive", "captioner.student_steps": 0},
+        {}, note="with an autoregressive teacher: row 'course' trained on to the teacher's captions, as many steps again"),
 )
 
 # What limits the continuous captioner in a laptop budget: the runs that chose the course's defaults
