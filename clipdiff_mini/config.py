@@ -183,6 +183,8 @@ class CaptionerConfig:
     teacher_grid: str = "fine"  # the CLIP grid the autoregressive teacher reads (prefix tokens)
     student_steps: int = 6_000  # distillation: the student's step budget (0: train_steps); its teacher trains
     # train_steps. Started from the references' model, a student needs fewer steps (notebook 07, section 12)
+    repeat: int = 0  # a repeat of the same run with other random draws (initial weights, batch order, noise);
+    # the CLIP and its features stay the same: 0 is the reference run, 1, 2, ... give a row's run-to-run spread
     student_init: str = "references"  # distillation: a student starts from the same captioner trained on the
     # references ("references"; trained first when its checkpoint is missing) or from random weights ("scratch")
 

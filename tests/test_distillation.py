@@ -179,3 +179,32 @@ def test_a_student_from_the_references_starts_from_that_models_best_weights(tiny
     assert warm["key"] != cold["key"]
     cold_start = {k: v for k, v in started.items()}  # the spy's last call: the scratch student
     assert any(not torch.equal(cold_start[k], v) for k, v in stored.items())
+
+
+def test_a_repeat_draws_other_weights_under_another_key_and_repeat_0_is_the_run_itself(tiny, monkeypatch):
+    """captioner.repeat: 0 is the reference run (the setting leaves its key alone); k is another run of the
+    same settings under its own key, whose initial weights are drawn with the seed moved by 1000 k."""
+    from clipdiff_mini.captioners import training
+    from clipdiff_mini.captioners.checkpoints import run_identity
+    from clipdiff_mini.captioners.ddcap import build_ddcap_captioner, train_ddcap
+
+    cfg, data = tiny
+    again = cfg.replace({"captioner.repeat": 1})
+    assert "repeat" not in run_identity(cfg, "ddcap")["captioner"]
+    assert run_identity(again, "ddcap")["captioner"]["repeat"] == 1
+    started = {}
+    real = training.train_captioner
+
+    def spy(model, *args, **kw):
+        started[kw["name"], args[2].captioner.repeat] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return real(model, *args, **kw)
+
+    monkeypatch.setattr(training, "train_captioner", spy)
+    _, first = train_ddcap(cfg, data, progress=False)
+    _, second = train_ddcap(again, data, progress=False)
+    assert first["key"] != second["key"] and not second["resumed"]
+    for repeat, seed in ((0, cfg.seed), (1, cfg.seed + 1_000)):  # the initial weights drawn here by hand
+        torch.manual_seed(seed)
+        by_hand = build_ddcap_captioner(cfg, data["train"]).state_dict()
+        assert all(torch.equal(started["ddcap", repeat][k], v) for k, v in by_hand.items()), repeat
+    assert any(not torch.equal(started["ddcap", 0][k], started["ddcap", 1][k]) for k in by_hand)

@@ -56,7 +56,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from clipdiff_mini.captioners.decoding import sampling_caption_fn
-from clipdiff_mini.captioners.training import architecture, train_captioner
+from clipdiff_mini.captioners.training import architecture, captioner_seed, train_captioner
 
 Tensor = torch.Tensor
 NEVER_WRITTEN = ("pad", "bos", "mask")  # special tokens the decoder never outputs
@@ -381,7 +381,7 @@ def ar_caption_fn(tokenizer, drop_repeats: bool = False, **sample_kw):
 def train_autoregressive(cfg, data, *, progress: bool = True, resume: bool = True, name: str = "autoregressive"):
     """Build and train the autoregressive captioner on data["train"], choosing weights on data["val"] (validated
     with the configured decoding). Returns (model, training record) (see `training.train_captioner`)."""
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(captioner_seed(cfg))
     model = build_ar_captioner(cfg, data["train"])
     run = asdict(cfg.autoregressive)  # its sampling-only settings (beam, cache) are left out of the run key
     record = train_captioner(model, data["train"], data["val"], cfg, name=name,

@@ -116,7 +116,8 @@ def training_settings(section: str, values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k not in SAMPLING_ONLY.get(section, ())}
 # Settings added after checkpoints existed: left out of the identity at their default value, so that
 # checkpoints written before they existed keep their key (and still resume).
-_NEUTRAL_DEFAULTS = {"captioner": {"grad_accum": 1, "student_steps": 0, "student_init": "scratch"}}
+_NEUTRAL_DEFAULTS = {"captioner": {"grad_accum": 1, "student_steps": 0, "student_init": "scratch",
+                                   "repeat": 0}}
 
 
 def run_identity(cfg, name: str, extra: dict | None = None) -> dict[str, Any]:

@@ -479,7 +479,7 @@ def train_continuous(cfg, data, *, progress: bool = True, resume: bool = True, n
     from dataclasses import asdict
 
     from clipdiff_mini.captioners.distillation import start_from_references, student_config, with_training_targets
-    from clipdiff_mini.captioners.training import architecture, train_captioner
+    from clipdiff_mini.captioners.training import architecture, captioner_seed, train_captioner
 
     if cfg.continuous.text_feature and cfg.captioner.targets != "references":
         raise ValueError("continuous.text_feature needs the CLIP text features of the training captions, which a "
@@ -487,10 +487,10 @@ def train_continuous(cfg, data, *, progress: bool = True, resume: bool = True, n
     references, given = data, cfg
     data, teacher = with_training_targets(cfg, data, progress=progress)
     cfg = student_config(cfg)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(captioner_seed(cfg))
     model = build_continuous_captioner(cfg, data["train"])
     if start_from_references(given, model, train_continuous, references, progress=progress):
-        torch.manual_seed(cfg.seed)  # the same noise whether the starting model was loaded or trained
+        torch.manual_seed(captioner_seed(cfg))  # the same noise whether the starting model was loaded or trained
     record = train_captioner(model, data["train"], data["val"], cfg, name=name,
                              caption_fn=continuous_caption_fn(data["train"].tokenizer, cfg.continuous.drop_repeats),
                              key_extra={"continuous": asdict(cfg.continuous), "architecture": architecture(model),

@@ -465,15 +465,15 @@ def train_ddcap(cfg, data, *, progress: bool = True, resume: bool = True, name: 
     from dataclasses import asdict
 
     from clipdiff_mini.captioners.distillation import start_from_references, student_config, with_training_targets
-    from clipdiff_mini.captioners.training import architecture, train_captioner
+    from clipdiff_mini.captioners.training import architecture, captioner_seed, train_captioner
 
     references, given = data, cfg
     data, teacher = with_training_targets(cfg, data, progress=progress)
     cfg = student_config(cfg)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(captioner_seed(cfg))
     model = build_ddcap_captioner(cfg, data["train"])
     if start_from_references(given, model, train_ddcap, references, progress=progress):
-        torch.manual_seed(cfg.seed)  # the same noise whether the starting model was loaded or trained
+        torch.manual_seed(captioner_seed(cfg))  # the same noise whether the starting model was loaded or trained
     record = train_captioner(model, data["train"], data["val"], cfg, name=name,
                              caption_fn=ddcap_caption_fn(data["train"].tokenizer),
                              key_extra={"ddcap": asdict(cfg.ddcap), "architecture": architecture(model), **teacher},

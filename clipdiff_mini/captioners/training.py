@@ -98,6 +98,11 @@ def plateaued(val_history: list[dict], patience: int) -> bool:
     return all(selection_score(v) <= before for v in val_history[-patience:])
 
 
+def captioner_seed(cfg) -> int:
+    """The seed of a captioner's random draws: the run's seed, moved by ``captioner.repeat`` (0: unchanged)."""
+    return cfg.seed + 1_000 * cfg.captioner.repeat
+
+
 def checkpoint_path(cfg, name: str, key: str) -> Path:
     return cfg.path("checkpoint_dir") / "captioners" / f"{cfg.profile}-{name}-{key}.pt"
 
@@ -238,7 +243,7 @@ def train_captioner(model, train, val, cfg, *, name: str, caption_fn: Callable, 
                          f"captioner.grad_accum={grad_accum} micro-batches; use a batch of at least "
                          f"{world.size * grad_accum} or fewer micro-batches")
     if world.rank > 0:  # each process its own noise; process 0 keeps the single-process stream
-        torch.manual_seed(cfg.seed * 1_000_003 + world.rank)
+        torch.manual_seed(captioner_seed(cfg) * 1_000_003 + world.rank)
     model.to(device)
     identity = run_identity(cfg, name, key_extra)
     key = run_key(cfg, name, key_extra)
@@ -256,7 +261,7 @@ def train_captioner(model, train, val, cfg, *, name: str, caption_fn: Callable, 
                             fused=device.type in ("cpu", "cuda"))
     peak = c.lr * lr_scale
     autocast, scaler = autocast_for(device, cfg.precision)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(captioner_seed(cfg))
     state = {"step": 0, "seconds": 0.0, "history": {"step": [], "loss": [], "logs": [], "val": []},
              "best": None, "best_state": None, "done": False}
     resumed = upgrade = False
