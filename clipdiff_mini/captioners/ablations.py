@@ -163,6 +163,8 @@ DDCAP_ROWS: tuple[Row, ...] = (
 # row changes one thing of row g, trained on the references; the same steps for every row.
 _P = {**_G, "ddcap.conditioning": "prefix"}
 _P_CALIBRATED = {**_P, "ddcap.concentrated_mask": False, "ddcap.timestep_input": False}
+_FROM_REFS = {**_P, "ddcap.concentrated_mask": False, "captioner.targets": "autoregressive",
+              "captioner.student_steps": 6_000, "captioner.student_init": "references"}  # the course's student
 DDCAP_LEVER_ROWS: tuple[Row, ...] = (
     Row("g", "lever", _G, _G_SAMPLE, note="DDCap's recipe: cross-attention to [pooled, 4x4 grid]"),
     Row("g, prefix", "lever", _P, _G_SAMPLE, note="the grid as prefix tokens in self-attention"),
@@ -193,10 +195,13 @@ DDCAP_LEVER_ROWS: tuple[Row, ...] = (
         {**_P, "ddcap.concentrated_mask": False, "captioner.targets": "autoregressive", "captioner.student_steps": 12_000,
          "captioner.student_init": "scratch"},
         _G_SAMPLE, note="with an autoregressive teacher; twice the step budget, no concentrated mask"),
-    Row("g, prefix, no CAM, AR teacher, from refs", "lever",
-        {**_P, "ddcap.concentrated_mask": False, "captioner.targets": "autoregressive", "captioner.student_steps": 6_000,
-         "captioner.student_init": "references"},
-        _G_SAMPLE, note="with an autoregressive teacher; starts from row 'g, prefix, no CAM' (6000 + 6000 steps)"),
+    Row("g, prefix, no CAM, AR teacher, from refs", "lever", _FROM_REFS, _G_SAMPLE,
+        note="with an autoregressive teacher; starts from row 'g, prefix, no CAM' (6000 + 6000 steps)"),
+    # the spread: the same two rows with other random draws (initial weights, batches, noise; the teacher's too)
+    Row("g, prefix, no CAM, AR teacher, from refs, repeat 1", "lever", {**_FROM_REFS, "captioner.repeat": 1},
+        _G_SAMPLE, note="the row above, repeated with other random draws (its teacher and start too)"),
+    Row("g, prefix, no CAM, repeat 1", "lever", {**_P, "ddcap.concentrated_mask": False, "captioner.repeat": 1},
+        _G_SAMPLE, note="row 'g, prefix, no CAM', repeated with other random draws"),
 )
 
 # The comparisons notebook 07 prints from the lever table: (row a, row b, what b changes of a).
@@ -215,6 +220,9 @@ LEVER_PAIRS: tuple[tuple[str, str, str], ...] = (
      "with the teacher and twice the steps: dropping the concentrated mask"),
     ("g, prefix, no CAM, AR teacher, 12000 steps", "g, prefix, no CAM, AR teacher, from refs",
      "with the teacher: 6000 steps from the model trained on the references, not 12000 from random weights"),
+    ("g, prefix, no CAM", "g, prefix, no CAM, repeat 1", "the same row with other random draws (the spread)"),
+    ("g, prefix, no CAM, AR teacher, from refs", "g, prefix, no CAM, AR teacher, from refs, repeat 1",
+     "the same row with other random draws (the spread)"),
 )
 
 
