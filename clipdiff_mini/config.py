@@ -227,6 +227,9 @@ class ContinuousConfig:
     length_beam: int = 5  # sampling only: denoise the k most likely lengths, keep the most probable caption (Mask-Predict)
     clamp: bool = False  # sampling only: snap x0 to the nearest word vector at every step (Diffusion-LM)
     drop_repeats: bool = True  # sampling only: the paper removes consecutive repeated words after rounding
+    plateau_stop: bool = False  # stop on a validation plateau (captioner.patience); off: train to the step budget,
+    # because this model's val scene accuracy is flat and noisy while its recall keeps rising and its repeats
+    # keep falling with steps (a plateau stop picked an early model with twice the repeats)
 
 
 @dataclass

@@ -408,3 +408,22 @@ def test_length_beam_keeps_the_candidate_with_the_best_mean_word_log_probability
         best = max(range(k), key=lambda j: scores[j])
         assert torch.equal(out["ids"][b], cand["ids"][b * k + best])
         assert int(out["lengths"][b]) == int(lengths[b, best])
+
+
+def test_the_plateau_stop_is_a_switch_of_its_own(tmp_path, monkeypatch):
+    """continuous.plateau_stop: with validation scores that never improve and a patience of one check, a run
+    with the switch on stops at the second check; with it off (the default) it trains its whole step budget."""
+    from clipdiff_mini.captioners import continuous, training
+
+    flat = {"scene_accuracy": 0.5, "object_recall": 0.5, "well_formed": 1.0}
+    monkeypatch.setattr(training, "validate", lambda *a, **k: dict(flat))
+    over = {"paths.checkpoint_dir": str(tmp_path), "captioner.train_steps": 8, "captioner.eval_every": 2,
+            "captioner.eval_images": 4, "captioner.warmup_steps": 1, "captioner.patience": 1,
+            "continuous.sample_steps": 2}
+    cfg = tiny_cfg(**over)
+    data = {"train": fake_split(cfg, n=20), "val": fake_split(cfg, "val", n=8, seed=1)}
+    _, off = continuous.train_continuous(cfg, data, progress=False)
+    _, on = continuous.train_continuous(cfg.replace({"continuous.plateau_stop": True}), data, progress=False)
+    assert off["steps"] == 8 and off["stopped_by"] == "steps"
+    assert on["steps"] == 4 and on["stopped_by"] == "plateau"
+    assert off["key"] != on["key"]

@@ -77,12 +77,15 @@ CLIP_DIFFUSIONLM_ROWS: tuple[Row, ...] = (
     Row("+fine-grid", "course", {**PAPER_RECIPE, "captioner.grid": "fine"}, PAPER_SAMPLING),
     Row("-text-feature", "course", {**PAPER_RECIPE, "continuous.text_feature": False}, PAPER_SAMPLING,
         note="no caption CLIP feature in training (at sampling the image stands in for it)"),
-    Row("course", "course", {}, {}, note="the profile's defaults: the recipe notebook 05 trains"),
+    # run while CLIP-DiffusionLM stopped on a validation plateau (continuous.plateau_stop): pinned as they ran
+    Row("course", "course", {"continuous.plateau_stop": True}, {},
+        note="the profile's defaults, stopped on a plateau: the recipe notebook 05 trained then"),
     Row("course, AR teacher", "course", {"captioner.targets": "autoregressive", "captioner.student_steps": 0,
-                                         "captioner.student_init": "scratch"}, {},
+                                         "captioner.student_init": "scratch", "continuous.plateau_stop": True}, {},
         note="with an autoregressive teacher: the course's recipe trained on its captions, the same step budget"),
-    Row("course, AR teacher, from refs", "course", {"captioner.targets": "autoregressive", "captioner.student_steps": 0},
-        {}, note="with an autoregressive teacher: row 'course' trained on to the teacher's captions, as many steps again"),
+    Row("course, AR teacher, from refs", "course", {"captioner.targets": "autoregressive", "captioner.student_steps": 0,
+                                                    "continuous.plateau_stop": True}, {},
+        note="with an autoregressive teacher: row 'course' trained on to the teacher's captions, as many steps again"),
 )
 
 # What limits the continuous captioner in a laptop budget: the runs that chose the course's defaults

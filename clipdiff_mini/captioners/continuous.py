@@ -495,5 +495,6 @@ def train_continuous(cfg, data, *, progress: bool = True, resume: bool = True, n
                              caption_fn=continuous_caption_fn(data["train"].tokenizer, cfg.continuous.drop_repeats),
                              key_extra={"continuous": asdict(cfg.continuous), "architecture": architecture(model),
                                         **teacher}, progress=progress, resume=resume,
-                             meta={"model": "clip_diffusionlm"}, lr_scale=cfg.continuous.lr_scale)
+                             meta={"model": "clip_diffusionlm"}, lr_scale=cfg.continuous.lr_scale,
+                             plateau_stop=cfg.continuous.plateau_stop)  # (config.py says why it is off)
     return model, record

@@ -212,11 +212,12 @@ def _set_rng_state(d: dict[str, Any], device: torch.device) -> None:
 def train_captioner(model, train, val, cfg, *, name: str, caption_fn: Callable, key_extra: dict | None = None,
                     progress: bool = True, resume: bool = True, save: bool = True,
                     checkpoint: str | Path | None = None, stop_at: int | None = None,
-                    meta: dict | None = None, lr_scale: float = 1.0) -> dict[str, Any]:
+                    meta: dict | None = None, lr_scale: float = 1.0, plateau_stop: bool = True) -> dict[str, Any]:
     """Train `model` on `train` (a `SplitFeatures`), choose the best weights on `val`.
 
     The peak learning rate is ``captioner.lr * lr_scale`` (a captioner's own factor, part of its config
-    section and so of the run key); the schedule still ends at ``captioner.lr_final``.
+    section and so of the run key); the schedule still ends at ``captioner.lr_final``. With `plateau_stop`
+    False (a captioner's own switch, part of its config section) no validation plateau ends the run.
 
     Returns a dict with ``history`` (per-step losses and the validation
     curve), ``best`` (step and validation scores of the kept weights),
@@ -386,7 +387,7 @@ def train_captioner(model, train, val, cfg, *, name: str, caption_fn: Callable, 
         if (step + 1) % c.eval_every == 0:
             check(step + 1)
             state["seconds"] = time.perf_counter() - t0  # validation time counts: it is part of training
-            if D.broadcast_object(plateaued(state["history"]["val"], c.patience), world):  # process 0 validated
+            if plateau_stop and D.broadcast_object(plateaued(state["history"]["val"], c.patience), world):  # process 0 validated
                 state["stopped_by"] = "plateau"
                 break
         if (step + 1) % c.checkpoint_every == 0 or state["step"] == stop_at:
