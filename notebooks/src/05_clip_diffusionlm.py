@@ -143,7 +143,9 @@ LENGTH_BEAM = None  # resamples: denoise the k most likely lengths, keep the mos
 COND_NORM = None  # retrains: LayerNorm on the projected CLIP tokens
 T_MIN_FRAC = None  # retrains: train on t >= T_MIN_FRAC * T only (below, rounding x_t alone recovers the caption)
 TRAIN_STEPS = None  # retrains: the step budget (None: the profile's, 6000 on a laptop)
-PATIENCE = None  # retrains: stop after this many validation checks without progress (None: the profile's; 0 = never)
+PLATEAU_STOP = None  # retrains: stop on a validation plateau (None: the course's, off: its val accuracy is flat
+# and noisy while its repeats keep falling, so it trains its whole step budget)
+PATIENCE = None  # retrains: with PLATEAU_STOP, stop after this many checks without progress (None: the profile's)
 TRAIN_MINUTES = None  # retrains: a wall-clock safety cap (None: the profile's); a run it stops depends on the machine
 ABLATION_ROWS_CI = ["paper", "5.1-add", "course"]  # rows trained here when no laptop table exists (ci size)
 N_SHOW = 8  # test pictures in the caption grid
@@ -159,6 +161,7 @@ cfg = get_config(PROFILE, {
     "continuous.output": OUTPUT, "continuous.self_condition": SELF_CONDITION, "captioner.grid": GRID,
     "continuous.embed_scale": EMBED_SCALE, "captioner.train_minutes": TRAIN_MINUTES,
     "captioner.train_steps": TRAIN_STEPS, "captioner.patience": PATIENCE,
+    "continuous.plateau_stop": PLATEAU_STOP,
     "continuous.length_prediction": LENGTH_PREDICTION, "continuous.length_beam": LENGTH_BEAM,
     "continuous.cond_norm": COND_NORM, "continuous.t_min_frac": T_MIN_FRAC, "continuous.lr_scale": LR_SCALE})
 set_seed(cfg.seed)
