@@ -299,6 +299,7 @@ def run_rows(table: str, profile: str, rows: list[str] | None = None, *, extra: 
     out_dir = out_dir or base.path("output_dir") / profile / "ablations"
     json_path = out_dir / f"{table}.json"
     done = _read_done(json_path)
+    code = run_info(table, profile, "", extra)  # the code this process loaded: its commit now, not at a row's end
     data = load_captioning_data(base, ("train", "val"), progress=progress)
     val = data["val"]
     results = []
@@ -311,7 +312,7 @@ def run_rows(table: str, profile: str, rows: list[str] | None = None, *, extra: 
             if row.name in done:
                 results.append(done[row.name])
                 continue
-            started = run_info(table, profile, row.name, extra)  # the code as the row starts, not as it ends
+            started = {**run_info(table, profile, row.name, extra), "commit": code["commit"]}
             cfg = get_config(profile, {**(extra or {}), **row.train})
             if cfg.captioner.grid != base.captioner.grid:  # another CLIP grid: the features differ
                 row_data = load_captioning_data(cfg, ("train", "val"), progress=progress)
