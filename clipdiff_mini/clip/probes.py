@@ -26,6 +26,7 @@ averages the embeddings of several prompt templates per class).
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -288,14 +289,24 @@ def probe_attributes(features: Mapping[str, tuple[torch.Tensor, torch.Tensor]], 
     labels = {ties: (probe_labels(train_scenes, max_objects, ties), probe_labels(val_scenes, max_objects, ties))
               for ties in dict.fromkeys(t for _, t in targets)}
     jobs = [(name, attr, ties) for name in features for attr, ties in targets]
-    axes: dict[str, tuple[list[torch.Tensor], torch.Tensor]] = {}  # computed once per feature set
-    out = {}
-    for name, attr, ties in tqdm(jobs, desc="linear probes", disable=not progress):
-        if name not in axes:
-            axes[name] = principal_axes(*features[name])
+    axes = {name: principal_axes(*features[name]) for name in features}  # once per feature set
+
+    def fit(job):
+        name, attr, ties = job
         ((rt, rv), variance), (lt, lv) = axes[name], labels[ties]
-        out[name, probe_target_name(attr, ties)] = linear_probe(rt, lt[attr], rv, lv[attr], variance=variance)
-    return out
+        return (name, probe_target_name(attr, ties)), linear_probe(rt, lt[attr], rv, lv[attr], variance=variance)
+
+    # Each fit runs on one thread (`_fit_logistic`), so one fit per core at a time: the fits are independent
+    # and torch releases the interpreter lock inside its kernels. Same fits, same results, in about half
+    # the time on two cores. The thread count is set once here, not per fit, so no fit resets it under another.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(threads, len(jobs)))) as pool:
+            done = list(tqdm(pool.map(fit, jobs), total=len(jobs), desc="linear probes", disable=not progress))
+    finally:
+        torch.set_num_threads(threads)
+    return dict(done)
 
 
 # ---- zero-shot probes -----------------------------------------------------------------
