@@ -208,3 +208,21 @@ def test_a_repeat_draws_other_weights_under_another_key_and_repeat_0_is_the_run_
         by_hand = build_ddcap_captioner(cfg, data["train"]).state_dict()
         assert all(torch.equal(started["ddcap", repeat][k], v) for k, v in by_hand.items()), repeat
     assert any(not torch.equal(started["ddcap", 0][k], started["ddcap", 1][k]) for k in by_hand)
+
+
+def test_the_autoregressive_step_budget_is_its_own(tiny):
+    """autoregressive.train_steps: the decoder trains that many steps (its schedule ends there) under another
+    key; 0 leaves it at captioner.train_steps, and the diffusion captioners never read it."""
+    from clipdiff_mini.captioners.autoregressive import train_autoregressive
+    from clipdiff_mini.captioners.ddcap import train_ddcap
+
+    cfg, data = tiny
+    _, plain = train_autoregressive(cfg, data, progress=False)
+    _, short = train_autoregressive(cfg.replace({"autoregressive.train_steps": 2}), data, progress=False)
+    assert plain["steps"] == cfg.captioner.train_steps == 4 and short["steps"] == 2
+    assert short["key"] != plain["key"]
+    assert short["history"]["val"][-1]["step"] == 2  # finished at its own budget, validated there
+    _, masked = train_ddcap(cfg, data, progress=False)
+    _, masked_again = train_ddcap(cfg.replace({"autoregressive.train_steps": 2}), data, progress=False)
+    assert masked_again["key"] == masked["key"] and masked_again["steps"] == 4
+

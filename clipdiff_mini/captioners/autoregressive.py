@@ -380,7 +380,10 @@ def ar_caption_fn(tokenizer, drop_repeats: bool = False, **sample_kw):
 
 def train_autoregressive(cfg, data, *, progress: bool = True, resume: bool = True, name: str = "autoregressive"):
     """Build and train the autoregressive captioner on data["train"], choosing weights on data["val"] (validated
-    with the configured decoding). Returns (model, training record) (see `training.train_captioner`)."""
+    with the configured decoding). Returns (model, training record) (see `training.train_captioner`).
+    ``autoregressive.train_steps``, when set, replaces ``captioner.train_steps`` (its schedule ends there)."""
+    if cfg.autoregressive.train_steps:
+        cfg = cfg.replace({"captioner.train_steps": cfg.autoregressive.train_steps})
     torch.manual_seed(captioner_seed(cfg))
     model = build_ar_captioner(cfg, data["train"])
     run = asdict(cfg.autoregressive)  # its sampling-only settings (beam, cache) are left out of the run key
