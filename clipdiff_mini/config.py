@@ -189,6 +189,8 @@ class CaptionerConfig:
     # the CLIP and its features stay the same: 0 is the reference run, 1, 2, ... give a row's run-to-run spread
     student_init: str = "references"  # distillation: a student starts from the same captioner trained on the
     # references ("references"; trained first when its checkpoint is missing) or from random weights ("scratch")
+    student_lr: float = 0.0  # distillation: the student's peak learning rate (0: captioner.lr); it still decays to
+    # lr_final at its last step
 
 
 @dataclass

@@ -226,3 +226,17 @@ def test_the_autoregressive_step_budget_is_its_own(tiny):
     _, masked_again = train_ddcap(cfg.replace({"autoregressive.train_steps": 2}), data, progress=False)
     assert masked_again["key"] == masked["key"] and masked_again["steps"] == 4
 
+
+def test_the_students_learning_rate_is_its_own(tiny):
+    """captioner.student_lr: a distilled student's peak learning rate (0: the captioner's own); the teacher
+    and a run on the references do not read it."""
+    cfg, _ = tiny
+    student = cfg.replace({"captioner.targets": "autoregressive", "captioner.student_lr": 5e-4})
+    assert dist.student_config(student).captioner.lr == 5e-4
+    assert dist.student_config(student.replace({"captioner.student_lr": 0.0})).captioner.lr == cfg.captioner.lr
+    from clipdiff_mini.captioners.checkpoints import run_key
+
+    teachers = [dist.teacher_config(c) for c in (student, student.replace({"captioner.student_lr": 0.0}))]
+    assert run_key(teachers[0], "autoregressive") == run_key(teachers[1], "autoregressive")  # the same teacher run
+    refs = cfg.replace({"captioner.student_lr": 5e-4})
+    assert dist.student_config(refs).captioner.lr == cfg.captioner.lr

@@ -117,7 +117,7 @@ def training_settings(section: str, values: dict[str, Any]) -> dict[str, Any]:
 # Settings added after checkpoints existed: left out of the identity at their default value, so that
 # checkpoints written before they existed keep their key (and still resume).
 _NEUTRAL_DEFAULTS = {"captioner": {"grad_accum": 1, "student_steps": 0, "student_init": "scratch",
-                                   "repeat": 0},
+                                   "repeat": 0, "student_lr": 0.0},
                      # runs from before the switch existed stopped on a plateau
                      "continuous": {"plateau_stop": True}}
 
@@ -135,6 +135,7 @@ def run_identity(cfg, name: str, extra: dict | None = None) -> dict[str, Any]:
     if keep["captioner"].get("targets", "references") == "references":  # only a distilled student reads it
         keep["captioner"].pop("student_steps", None)
         keep["captioner"].pop("student_init", None)
+        keep["captioner"].pop("student_lr", None)
     for section, defaults in _NEUTRAL_DEFAULTS.items():
         if not isinstance(keep.get(section), dict):  # another captioner's section
             continue

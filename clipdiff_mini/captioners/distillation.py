@@ -59,12 +59,17 @@ def teacher_config(cfg):
 
 
 def student_config(cfg):
-    """The config a captioner trains with: with an autoregressive teacher and ``captioner.student_steps``
-    set, that many steps (a masked student keeps learning long after its teacher has stopped)."""
+    """The config a captioner trains with: with an autoregressive teacher, ``captioner.student_steps`` steps
+    and a peak learning rate of ``captioner.student_lr`` where they are set (0: the captioner's own)."""
     c = cfg.captioner
-    if c.targets == "references" or not c.student_steps:
+    if c.targets == "references":
         return cfg
-    return cfg.replace({"captioner.train_steps": c.student_steps})
+    over = {}
+    if c.student_steps:
+        over["captioner.train_steps"] = c.student_steps
+    if c.student_lr:
+        over["captioner.lr"] = c.student_lr
+    return cfg.replace(over) if over else cfg
 
 
 def references_config(cfg):
