@@ -31,8 +31,11 @@
 # 6. draws **attention maps**: where in the picture each word looked;
 # 7. measures quality against speed (tokens per step, guidance);
 # 8. shows the rerun of Table 1 and discusses it;
-# 9. measures why the model trained on the references repeats objects and
-#    what fixes it (sections 11 and 12).
+# 9. measures why the model trained on the references repeats objects
+#    (section 11), with the autoregressive decoder of notebook 08, trained
+#    here, as the point of comparison, and what each lever changes
+#    (section 12). That decoder is also the teacher of the standard
+#    remedy, distillation, which notebook 08 trains.
 
 # %% [markdown]
 # After this notebook you can:
@@ -47,8 +50,8 @@
 # * read DDCap's Table 1 and the course's lever table, rerun on the shapes,
 #   and say what each trick changes;
 # * explain why a masked captioner trained on five references per picture
-#   names objects twice, and measure the standard remedy, sequence-level
-#   distillation from an autoregressive teacher.
+#   names objects twice, and measure how much of it the length and the
+#   decoding order explain.
 
 # %%
 import math
@@ -65,8 +68,8 @@ from clipdiff_mini.captioners import (accuracy_by_objects, build_ddcap_captioner
                                       trivial_captions)
 from clipdiff_mini.captioners.ablations import (DDCAP_LEVER_ROWS, DDCAP_ROWS, format_table, row_differences, run_rows,
                                                 table_for_reader)
-from clipdiff_mini.captioners.autoregressive import ar_caption_fn, train_autoregressive
 from clipdiff_mini.captioners.ddcap import concentrated_attention_mask
+from clipdiff_mini.captioners.autoregressive import train_autoregressive
 from clipdiff_mini.captioners.diagnosis import masked_token_accuracy, next_token_accuracy
 from clipdiff_mini.captioners.distillation import reference_disagreement, teacher_config
 from clipdiff_mini.captioners.length import reference_length_canvas
@@ -100,12 +103,10 @@ TIMESTEPS = None  # retrains: T (DDCap: 20)
 TRAIN_STEPS = None  # retrains: the step budget (None: the profile's, 6000 on a laptop)
 PATIENCE = None  # retrains: stop after this many validation checks without progress (None: the profile's; 0 = never)
 TRAIN_MINUTES = None  # retrains: a wall-clock safety cap (None: the profile's); a run it stops depends on the machine
-STUDENT_STEPS = None  # retrains: section 11's distilled student's step budget (None: the profile's; 0: TRAIN_STEPS)
-STUDENT_INIT = None  # retrains: the student starts from "references" (section 3's model; the course's) or "scratch"
 ABLATION_ROWS_CI = ["c", "g"]  # rows trained here when no laptop table exists (ci size)
 SPEED_TOKENS_PER_STEP = [1, 2, 3, 4, 6]  # section 8: best-first K values measured
 N_SHOW = 8  # test pictures in the caption grid
-DIAG_IMAGES = 500  # section 11: validation pictures of the decoding-order diagnosis
+DIAG_IMAGES = 300  # section 11: validation pictures of the decoding-order diagnosis
 DIAG_ORDERS = ["best_first", "margin", "left_to_right", "blocks", "mask_predict"]  # section 11: orders compared
 
 # %%
@@ -116,8 +117,7 @@ cfg = get_config(PROFILE, {
     "ddcap.tokens_per_step": TOKENS_PER_STEP, "captioner.grid": GRID, "ddcap.timestep_input": TIMESTEP_INPUT,
     "ddcap.conditioning": CONDITIONING,
     "ddcap.loss_weighting": LOSS_WEIGHTING, "ddcap.schedule": SCHEDULE, "ddcap.timesteps": TIMESTEPS,
-    "captioner.train_minutes": TRAIN_MINUTES, "captioner.train_steps": TRAIN_STEPS, "captioner.patience": PATIENCE,
-    "captioner.student_steps": STUDENT_STEPS, "captioner.student_init": STUDENT_INIT})
+    "captioner.train_minutes": TRAIN_MINUTES, "captioner.train_steps": TRAIN_STEPS, "captioner.patience": PATIENCE})
 set_seed(cfg.seed)
 log = ResultLog(cfg, "07_ddcap")
 t_notebook = time.perf_counter()
@@ -502,7 +502,7 @@ if dc.length_prediction:
 print("\n".join(lines))
 
 # %% [markdown]
-# ## 11. Why DDCap repeats, and the standard remedy
+# ## 11. Why DDCap repeats
 #
 # Every training picture comes with five references. They name the same
 # objects, but in different orders and words. A masked model predicts each
@@ -516,25 +516,24 @@ print("\n".join(lines))
 # escapes it by construction: each word is conditioned on the words already
 # written, so its first word commits it to one reference's order.
 #
-# Three measurements, all printed below from this run:
+# Four measurements on the same weights, all printed below from this run:
 #
 # 1. how often the references of one picture disagree, position by position
 #    (where they do, the target of a position-wise model is a mixture);
 # 2. the trained model given each test picture's reference length (an
 #    *oracle* length): how much of the gap is the length head's choice;
-# 3. the standard remedy, **sequence-level knowledge distillation** (Kim and
-#    Rush 2016; Zhou, Gu and Neubig 2020; Mask-Predict trains on distilled
-#    data): DDCap retrained, unchanged, on the autoregressive decoder's
-#    greedy caption of each training picture. One caption per picture means
-#    one order per picture. It needs a second model (the decoder of
-#    notebook 08, trained here first if its checkpoint does not exist), so
-#    its row says "with an autoregressive teacher". The student does not
-#    start from random weights: it starts from section 3's model
-#    (`captioner.student_init = "references"`), which already reads the
-#    picture and writes well-formed captions, and trains
-#    `captioner.student_steps` more steps on the teacher's captions. What
-#    it has to learn is only the one order per picture. Section 12 compares
-#    this start with random weights.
+# 3. five decoding orders, with the predicted length and a reference's;
+# 4. what the model can predict at each mask ratio, teacher-forced, beside
+#    what the autoregressive decoder predicts of the next word. That
+#    decoder (notebook 08's, of the same width and depth, reading the same
+#    grid as prefix tokens) trains here, for its own step budget
+#    `autoregressive.train_steps`.
+#
+# The standard remedy, **sequence-level knowledge distillation** (Kim and
+# Rush 2016; Zhou, Gu and Neubig 2020; Mask-Predict trains on distilled
+# data), retrains DDCap, unchanged, on one caption per picture written by
+# that decoder: one order per picture. Notebook 08, section 2 trains the
+# distilled DDCap and compares it with this notebook's model.
 
 # %%
 disagree = reference_disagreement(train.ids, train.owner)  # (L,)
@@ -595,101 +594,79 @@ print(f"\nbest order with the predicted length: {best_diag[0]} ({diag[best_diag]
       f"best-first to {diag['best_first', REF_LENGTH]['scene_accuracy']:.3f}")
 
 # %%
-cfg_teacher = cfg.replace({"captioner.targets": "autoregressive"})
-t0 = time.perf_counter()
-student, student_record = train_ddcap(cfg_teacher, data)
-student_seconds = time.perf_counter() - t0
-teacher_cfg = teacher_config(cfg_teacher)
-teacher_data = load_captioning_data(teacher_cfg, progress=False)
-teacher, teacher_record = train_autoregressive(teacher_cfg, teacher_data)  # loaded: trained by the call above
-print(f"teacher (autoregressive, {teacher_cfg.captioner.grid} grid as prefix tokens): {teacher_record['steps']} steps, "
-      f"{teacher_record['train_seconds']:.0f} s; student: {student_record['steps']} steps, "
-      f"{student_record['train_seconds']:.0f} s, ended by {student_record['stopped_by']} (best on val at step "
-      f"{student_record['best']['step']}); {student_seconds:.0f} s in this cell")
-# the two validation curves; a student started from section 3's model continues its steps
-offset = record["steps"] if cfg.captioner.student_init == "references" else 0
-fig, ax = plt.subplots(figsize=(6.5, 3.2))
-for rec, label, start in ((record, "DDCap, references", 0), (student_record, "DDCap, autoregressive teacher", offset)):
-    ax.plot([start + v["step"] for v in rec["history"]["val"]], [v["scene_accuracy"] for v in rec["history"]["val"]],
-            marker="o", label=label)
-if offset:
-    ax.axvline(offset, color="grey", lw=0.8, ls=":")
-ax.axhline(teacher_record["best"]["scene_accuracy"], color="k", ls="--", label="the teacher (its best)")
-ax.set(xlabel="training step", ylabel="val scene accuracy", ylim=(0, 1.02),
-       title="Validation during training (each model's own checks)")
-ax.legend(fontsize=8)
-plt.show()
 set_seed(cfg.seed)
 remedy_rows = {
     "nearest neighbour (CLIP)": rows["nearest neighbour (CLIP)"],
     "DDCap, references (section 5)": gen,
     "DDCap, references, oracle length": oracle,
-    "DDCap, with an autoregressive teacher": generate_captions(student, fn, test),
-    "the autoregressive teacher itself": generate_captions(teacher, ar_caption_fn(tok), teacher_data["test"]),
 }
 remedy = {name: evaluate_captions(preds, test, coco=False) for name, preds in remedy_rows.items()}
 cols = ("scene_accuracy", "object_recall", "repeated_object", "well_formed")
-print(f"\n{'test split':40s}" + "".join(f"{c:>17s}" for c in ("scene acc.", "object recall", "repeated object",
+print(f"{'test split':40s}" + "".join(f"{c:>17s}" for c in ("scene acc.", "object recall", "repeated object",
                                                           "well formed")))
 for name, m in remedy.items():
     print(f"{name:40s}" + "".join(f"{m[c]:17.3f}" for c in cols))
     for c in cols:
         log.add(f"remedy test {c}: {name}", round(m[c], 4))
-log.add("distilled student train seconds", round(student_record["train_seconds"], 1), steps=student_record["steps"],
-        best_step=student_record["best"]["step"])
 
 # %% [markdown]
-# **What each model can predict**, teacher-forced on validation references:
-# the masked model's accuracy on the positions hidden at a given mask ratio
-# (the picture and the visible words given), against the autoregressive
-# decoder's accuracy on the next word (the picture and every earlier word
-# given). Best-first decoding starts at ratio 1, where the masked model
-# must guess a position from the picture alone.
+# **What the model can predict**, teacher-forced on validation references:
+# its accuracy on the positions hidden at a given mask ratio (the picture
+# and the visible words given). Best-first decoding starts at ratio 1,
+# where the model must guess a position from the picture alone, and ends
+# near ratio 0, where nearly every other word is given. Beside it, the
+# autoregressive decoder's accuracy on the next word (the picture and every
+# earlier word given).
 
 # %%
 ratios = [0.1, 0.25, 0.5, 0.75, 1.0]
 masked_acc = masked_token_accuracy(model, val, ratios)
-masked_acc_student = masked_token_accuracy(student, val, ratios)
-next_acc = next_token_accuracy(teacher, teacher_data["val"])
+t0 = time.perf_counter()
+ar_cfg = teacher_config(cfg)  # the decoder notebook 08 compares and DDCap's teacher there
+ar_data = load_captioning_data(ar_cfg, progress=False)
+ar_model, ar_record = train_autoregressive(ar_cfg, ar_data)
+print(f"autoregressive decoder: {ar_record['steps']} steps in {ar_record['train_seconds']:.0f} s (best on val at "
+      f"step {ar_record['best']['step']}: scene accuracy {ar_record['best']['scene_accuracy']:.3f}); "
+      f"{time.perf_counter() - t0:.0f} s here")
+log.add("autoregressive train seconds", round(ar_record["train_seconds"], 1), steps=ar_record["steps"],
+        best_step=ar_record["best"]["step"])
+next_acc = next_token_accuracy(ar_model, ar_data["val"])
 fig, ax = plt.subplots(figsize=(6, 3.2))
 ax.plot(ratios, [masked_acc[r] for r in ratios], marker="o", label="DDCap, references")
-ax.plot(ratios, [masked_acc_student[r] for r in ratios], marker="o", label="DDCap, autoregressive teacher")
 ax.axhline(next_acc, color="k", ls="--", label="autoregressive: next word")
 ax.set_xlabel("mask ratio")
 ax.set_ylabel("token accuracy (val references)")
+ax.set_ylim(0, 1.02)
 ax.legend()
 plt.show()
 print("mask ratio  " + "  ".join(f"{r:5.2f}" for r in ratios))
-print("references  " + "  ".join(f"{masked_acc[r]:5.3f}" for r in ratios))
-print("teacher     " + "  ".join(f"{masked_acc_student[r]:5.3f}" for r in ratios))
+print("accuracy    " + "  ".join(f"{masked_acc[r]:5.3f}" for r in ratios))
 print(f"autoregressive next-word accuracy: {next_acc:.3f}")
 _ = log.add("masked token accuracy at ratio 1 (references)", round(masked_acc[1.0], 4))
 _ = log.add("autoregressive next-token accuracy", round(next_acc, 4))
 
 # %%
 ref_m, orc_m = remedy["DDCap, references (section 5)"], remedy["DDCap, references, oracle length"]
-dis_m, ar_m = remedy["DDCap, with an autoregressive teacher"], remedy["the autoregressive teacher itself"]
 nn_m = remedy["nearest neighbour (CLIP)"]
+order_gain = max(diag[o, "predicted"]["scene_accuracy"] for o in DIAG_ORDERS) - diag["best_first", "predicted"]["scene_accuracy"]
 print("\n".join([
     f"- Trained on the references, DDCap names an object twice in {ref_m['repeated_object']:.1%} of its test captions "
     f"and scores {ref_m['scene_accuracy']:.3f} (retrieval {nn_m['scene_accuracy']:.3f}).",
     f"- Given the reference length, the same weights score {orc_m['scene_accuracy']:.3f} with "
     f"{orc_m['repeated_object']:.1%} repeats: the length accounts for "
     f"{orc_m['scene_accuracy'] - ref_m['scene_accuracy']:+.3f} of scene accuracy.",
-    f"- Trained on the teacher's captions, the same network scores {dis_m['scene_accuracy']:.3f} with object recall "
-    f"{dis_m['object_recall']:.3f} and {dis_m['repeated_object']:.1%} repeats; its teacher scores "
-    f"{ar_m['scene_accuracy']:.3f}.",
+    f"- The best of the {len(DIAG_ORDERS)} decoding orders gains {order_gain:+.3f} over best-first on val; from "
+    f"ratio 1 to ratio 0.1 the model's token accuracy rises from {masked_acc[1.0]:.3f} to {masked_acc[0.1]:.3f}, "
+    f"against {next_acc:.3f} for the autoregressive decoder's next word.",
 ]))
 
 # %% [markdown]
 # What to take from it: where a picture's references disagree, a
 # position-wise model is trained toward a blend, and best-first decoding
-# turns the blend into repeats. Training on one caption per picture removes
-# the blend without touching the network or the sampler; the price is a
-# second model (the teacher's training and one pass over the training
-# pictures) and a student that can at best learn what the teacher writes.
-# Papers report the same trade for translation, where distillation closes
-# most of the gap between parallel and autoregressive decoders.
+# turns the blend into repeats. The length and the decoding order change
+# how the blend is read out, not the blend: the lines above say how much
+# each moves. Removing the blend means changing the targets: one caption
+# per picture, which is what notebook 08's distilled DDCap learns from.
 
 # %% [markdown]
 # ## 12. What closes the gap, one lever at a time
@@ -751,9 +728,9 @@ print("\n".join(row_differences(lever_rows)))
 #   buy more. Started from the model trained on the references it needs
 #   far fewer: that model already knows the words and reads the picture,
 #   and its steps go to the one thing the teacher adds, one order per
-#   picture (the last line above). Section 11's curve shows the same
-#   start: it sits flat for a while, then climbs towards the teacher. Hence
-#   the course's student: section 3's model plus
+#   picture (the last line above). Its validation curve (notebook 08,
+#   section 2) sits flat for a while, then climbs towards the teacher.
+#   Hence the course's student: section 3's model plus
 #   `captioner.student_steps`.
 # * **DDCap's tricks were made for its setting.** The concentrated mask is
 #   one of Table 1's gains with cross-attention; with prefix tokens the
@@ -780,12 +757,11 @@ print("\n".join(row_differences(lever_rows)))
 #   data and compute.
 # * Trained on five references per picture, a model that predicts every
 #   position at once learns a blend of them and repeats objects; neither
-#   the decoding order nor the length removes that, while training on one
-#   caption per picture from an autoregressive teacher does (section 11,
-#   whose printed lines give this run's numbers). The cost is a second
-#   model and a student bounded by its teacher; started from the model
-#   trained on the references, the student needs no more steps than that
-#   model did.
+#   the decoding order nor the length removes that (section 11, whose
+#   printed lines give this run's numbers). Training on one caption per
+#   picture from an autoregressive teacher does: notebook 08 trains that
+#   teacher and the distilled DDCap, whose lever-table rows section 12
+#   shows.
 # * Reading the CLIP grid as prefix tokens, as the autoregressive decoder
 #   does, is the course's default; section 12's table measures it beside
 #   every other lever, one row each.

@@ -338,8 +338,34 @@ print("the command's captions == the notebook's")
 # | features, COCO (123k images), ViT-B/16 | not measured | not measured | - |
 # | paper_ddcap, 33k steps of 512 | not measured | not measured | not measured |
 
+# %% [markdown]
+# ## Summary
+#
+# * One command, `python -m clipdiff_mini.train`, trains every captioner on
+#   the embedded data, on a real dataset in Karpathy's format or on its
+#   offline fixture, with the course's small CLIP or a pretrained open_clip
+#   model, in one process or under `torchrun`.
+# * A run cut off and started again continues from its checkpoint and ends
+#   with the weights of a run that never stopped, unless the wall-clock cap
+#   stopped it.
+# * Test scores come once, with the weights chosen on val; a checkpoint
+#   alone captions new pictures, from the notebook or the command line.
+#
+# What this run measured:
+
 # %%
-print(f"notebook: {time.perf_counter() - t_notebook:.1f} s, peak memory {peak_rss_mb():.0f} MiB")
+test_scores = {k: v for k, v in run["scores"]["test"].items() if isinstance(v, float)}
+same = "bit-identical to the uninterrupted run" if "whole" in globals() else "not compared (colab profile)"
+print("\n".join([
+    f"- {MODEL} on {'the fixture ' + cfg.data.karpathy_json if cfg.data.source == 'karpathy' else 'the embedded shapes'}"
+    f" with the {cfg.clip.source} CLIP: {record['steps']} steps at {record['steps_per_second']:.1f} steps/s, cut off "
+    f"after step {first['record']['steps']} and resumed: {same}.",
+    f"- Best on val at step {record['best']['step']}; test: " + ", ".join(f"{k} {v:.3f}" for k, v in test_scores.items())
+    + ".",
+    f"- Captioned {sum(r.error is None for r in results)} picture files and refused {sum(r.error is not None for r in results)}; "
+    "the command line wrote the same captions.",
+    f"- Notebook: {time.perf_counter() - t_notebook:.0f} s, peak memory {peak_rss_mb():.0f} MiB.",
+]))
 _ = log.add("notebook seconds", time.perf_counter() - t_notebook)
 
 # %% [markdown]

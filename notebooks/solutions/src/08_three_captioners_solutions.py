@@ -26,7 +26,7 @@ from clipdiff_mini.seeding import set_seed
 PROFILE = os.environ.get("CLIPDIFF_PROFILE", "laptop")  # "ci" | "laptop" | "colab"
 DDCAP_TARGETS = "autoregressive"  # as in notebook 08: DDCap trained on the autoregressive decoder's captions
 DDCAP_K = [1, 2, 3, 4, 6]  # best-first tokens committed per call
-N_PICTURES = 200  # test pictures sampled (notebook 08, section 7)
+N_PICTURES = 200  # test pictures sampled (notebook 08, section 8)
 N_INFILL = 200  # test captions per span kind
 
 # %%
@@ -93,7 +93,7 @@ print(f"DDCap's mean inversions {np.nanmean(inv_d.numpy()):.3f}; random orders o
 # A hidden colour is one of the seven colours of the scenes, and a guess
 # drawn uniformly from them is the reference's with probability $1/7$;
 # a hidden shape is one of five shapes (in the plural when the reference's
-# is), so $1/5$. The check rebuilds section 5's items and the chance line
+# is), so $1/5$. The check rebuilds section 6's items and the chance line
 # from the candidate fills. How many times chance a model does is its
 # colour exact fill divided by $1/7$: below for DDCap.
 
@@ -121,7 +121,7 @@ if "colour" in scored["per_kind"]:
 # **Zero.** With $K = 1$ each network call commits exactly one position of
 # each caption, so no two positions are committed at the same call and the
 # count of same-call repeats is zero on every run, whatever the model.
-# (Repeats made at *different* calls remain possible: that is section 7's
+# (Repeats made at *different* calls remain possible: that is section 8's
 # *repeat* column.)
 #
 # **As K grows** more positions share a call and the chance of a same-call
