@@ -727,6 +727,29 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# ## Summary
+#
+# * Masked diffusion hides tokens behind `[MASK]` with a schedule; its
+#   posterior and the closed-form product of its transition matrices are
+#   checked against brute force above.
+# * Its bound is a weighted cross-entropy on the masked positions; in
+#   continuous time the weight is 1/t (MDLM), and on the toy the bound
+#   meets the data entropy.
+# * Random-order and best-first samplers fill the masks back; best-first
+#   writes the sentence frame first and the content words last.
+#
+# What this run measured:
+
+# %%
+print("\n".join([
+    f"- The toy: entropy {H:.4f} nats, continuous-time bound {cont:.4f}; the discrete bound with T = 10 is "
+    f"{disc[10] - cont:.4f} nats above it.",
+    f"- The tiny masked model: held-out bound {bound:.3f} ± {bound_se:.3f} nats per token, against {unigram:.3f} for "
+    f"word frequencies and {positional:.3f} for word frequencies by position.",
+    "- Well-formed samples: " + ", ".join(f"{name} {r['wf']:.2f}" for name, r in results.items()) + ".",
+]))
+
+# %% [markdown]
 # ## Exercises
 #
 # Each exercise has one cell to complete. As shipped, the cell only says that
