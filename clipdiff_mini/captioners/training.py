@@ -228,197 +228,244 @@ def train_captioner(model, train, val, cfg, *, name: str, caption_fn: Callable, 
     to the surrounding `run_options` (see `RunOptions`).
     """
     opts = _RUN_OPTIONS.get()
-    checkpoint = checkpoint if checkpoint is not None else opts.checkpoint
-    stop_at = stop_at if stop_at is not None else opts.stop_at
-    meta = {**opts.meta, **(meta or {})}
-    if "clip" not in meta:  # which CLIP made the features, so the caption command can rebuild the pipeline
-        from clipdiff_mini.captioners.checkpoints import clip_meta
+    run = _Run(model, train, val, cfg, name=name, caption_fn=caption_fn, key_extra=key_extra, save=save,
+               checkpoint=checkpoint if checkpoint is not None else opts.checkpoint,
+               stop_at=stop_at if stop_at is not None else opts.stop_at, meta={**opts.meta, **(meta or {})},
+               lr_scale=lr_scale)
+    run.resume(resume)  # 1. a stored run of the same settings continues where it stopped
+    run.train(plateau_stop, progress)  # 2. steps, validation checks and snapshots until a stop
+    return run.finish()  # 3. the last check and checkpoint; the best weights go back into the model
 
-        meta["clip"] = clip_meta(cfg)
-    c = cfg.captioner
-    grad_accum = getattr(c, "grad_accum", 1)
-    world = D.init_distributed(cfg.torch_device().type)
-    device = D.device_for(world, cfg.torch_device())
-    if c.batch_size < world.size * grad_accum:
-        raise ValueError(f"captioner.batch_size={c.batch_size} cannot be split over {world.size} processes x "
-                         f"captioner.grad_accum={grad_accum} micro-batches; use a batch of at least "
-                         f"{world.size * grad_accum} or fewer micro-batches")
-    if world.rank > 0:  # each process its own noise; process 0 keeps the single-process stream
-        torch.manual_seed(captioner_seed(cfg) * 1_000_003 + world.rank)
-    model.to(device)
-    identity = run_identity(cfg, name, key_extra)
-    key = run_key(cfg, name, key_extra)
-    path = Path(checkpoint) if checkpoint is not None else checkpoint_path(cfg, name, key)
-    vocab = tokenizer_state(train.tokenizer)
-    shapes = {"image": int(train.image.shape[1]), "grid": [int(train.grid.shape[1]), int(train.grid.shape[2])],
-              "text": int(train.text.shape[1]), "length": int(train.ids.shape[1])}
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    # fused: one kernel updates every parameter (torch's default on the CPU is a Python loop over them;
-    # a captioner's step is about 5% faster on 2 cores; same update rule)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=c.lr * lr_scale,
-                            fused=device.type in ("cpu", "cuda"))
-    peak = c.lr * lr_scale
-    autocast, scaler = autocast_for(device, cfg.precision)
-    gen = torch.Generator().manual_seed(captioner_seed(cfg))
-    state = {"step": 0, "seconds": 0.0, "history": {"step": [], "loss": [], "logs": [], "val": []},
-             "best": None, "best_state": None, "done": False}
-    resumed = upgrade = False
-    if path.exists() and (resume or checkpoint is not None):
+
+class _Run:
+    """What the steps of one `train_captioner` run share: the model, the optimiser, the data order and
+    the run's state (step, clock, history, best weights), and where its checkpoint lives."""
+
+    def __init__(self, model, train, val, cfg, *, name: str, caption_fn: Callable, key_extra: dict | None,
+                 save: bool, checkpoint: str | Path | None, stop_at: int | None, meta: dict, lr_scale: float):
+        if "clip" not in meta:  # which CLIP made the features, so the caption command can rebuild the pipeline
+            from clipdiff_mini.captioners.checkpoints import clip_meta
+
+            meta["clip"] = clip_meta(cfg)
+        self.model, self.train_split, self.val, self.cfg, self.name = model, train, val, cfg, name
+        self.caption_fn, self.save, self.checkpoint, self.stop_at, self.meta = caption_fn, save, checkpoint, stop_at, meta
+        c = self.c = cfg.captioner
+        self.grad_accum = getattr(c, "grad_accum", 1)
+        world = self.world = D.init_distributed(cfg.torch_device().type)
+        device = self.device = D.device_for(world, cfg.torch_device())
+        if c.batch_size < world.size * self.grad_accum:
+            raise ValueError(f"captioner.batch_size={c.batch_size} cannot be split over {world.size} processes x "
+                             f"captioner.grad_accum={self.grad_accum} micro-batches; use a batch of at least "
+                             f"{world.size * self.grad_accum} or fewer micro-batches")
+        if world.rank > 0:  # each process its own noise; process 0 keeps the single-process stream
+            torch.manual_seed(captioner_seed(cfg) * 1_000_003 + world.rank)
+        model.to(device)
+        self.identity = run_identity(cfg, name, key_extra)
+        self.key = run_key(cfg, name, key_extra)
+        self.path = Path(checkpoint) if checkpoint is not None else checkpoint_path(cfg, name, self.key)
+        self.vocab = tokenizer_state(train.tokenizer)
+        self.shapes = {"image": int(train.image.shape[1]), "grid": [int(train.grid.shape[1]), int(train.grid.shape[2])],
+                       "text": int(train.text.shape[1]), "length": int(train.ids.shape[1])}
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        decay = [p for p in self.params if p.dim() >= 2]
+        no_decay = [p for p in self.params if p.dim() < 2]
+        # fused: one kernel updates every parameter (torch's default on the CPU is a Python loop over them;
+        # a captioner's step is about 5% faster on 2 cores; same update rule)
+        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay},
+                                      {"params": no_decay, "weight_decay": 0.0}], lr=c.lr * lr_scale,
+                                     fused=device.type in ("cpu", "cuda"))
+        self.peak = c.lr * lr_scale
+        self.autocast, self.scaler = autocast_for(device, cfg.precision)
+        self.gen = torch.Generator().manual_seed(captioner_seed(cfg))  # the data order
+        self.state = {"step": 0, "seconds": 0.0, "history": {"step": [], "loss": [], "logs": [], "val": []},
+                      "best": None, "best_state": None, "done": False}
+        self.resumed = self.upgrade = False
+
+    # ---- 1. resume ---------------------------------------------------------------------------
+    def resume(self, resume: bool) -> None:
+        """Load the checkpoint of this run when one exists (weights, optimiser, data order, random states,
+        history); refuse a file the caller named that belongs to another run."""
+        path, world, device, model = self.path, self.world, self.device, self.model
+        if not (path.exists() and (resume or self.checkpoint is not None)):
+            return
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc:
             raise ValueError(f"{path} cannot be read as a checkpoint ({type(exc).__name__}: {exc}); "
                              "delete it or use another checkpoint path") from exc
-        same_run = ckpt.get("format") == CHECKPOINT_FORMAT and ckpt.get("key") == key
-        if checkpoint is not None and not same_run:  # a file the caller named: never silently overwritten
-            diffs = (dict_differences(ckpt["run"], identity) if "run" in ckpt
-                     else dict_differences(ckpt.get("config"), cfg.to_dict()))
-            diffs += tokenizer_differences(ckpt.get("tokenizer"), train.tokenizer)
-            if ckpt.get("meta", {}).get("model") not in (None, meta.get("model")):
-                diffs.insert(0, f"model: checkpoint {ckpt['meta']['model']!r}, now {meta.get('model')!r}")
+        same_run = ckpt.get("format") == CHECKPOINT_FORMAT and ckpt.get("key") == self.key
+        if self.checkpoint is not None and not same_run:  # a file the caller named: never silently overwritten
+            diffs = (dict_differences(ckpt["run"], self.identity) if "run" in ckpt
+                     else dict_differences(ckpt.get("config"), self.cfg.to_dict()))
+            diffs += tokenizer_differences(ckpt.get("tokenizer"), self.train_split.tokenizer)
+            if ckpt.get("meta", {}).get("model") not in (None, self.meta.get("model")):
+                diffs.insert(0, f"model: checkpoint {ckpt['meta']['model']!r}, now {self.meta.get('model')!r}")
             raise CheckpointMismatch(mismatch_message(path, diffs or ["checkpoint format or key"],
                                                       "Use another checkpoint path for this run, or delete the file."))
-        if same_run and resume:
-            vocab_diffs = tokenizer_differences(ckpt.get("tokenizer"), train.tokenizer)
-            if vocab_diffs:
-                raise CheckpointMismatch(mismatch_message(path, vocab_diffs, "The data gave another vocabulary than "
-                                                          "the one this run started with; use another checkpoint path."))
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            gen.set_state(ckpt["generator"])
-            ranks = ckpt.get("rank_rng")
-            if world.rank == 0:
-                torch.set_rng_state(ckpt["torch_rng"])
-                if device.type == "cuda" and ranks and ranks[0].get("cuda") is not None:
-                    torch.cuda.set_rng_state(ranks[0]["cuda"], device)
-            elif ranks and len(ranks) == world.size:
-                _set_rng_state(ranks[world.rank], device)
-            if ranks and len(ranks) != world.size and world.main:
-                print(f"[train] resuming a run of {len(ranks)} processes with {world.size}: the data order is "
-                      "the same, the diffusion noise of processes > 0 is new")
-            if scaler is not None and ckpt.get("grad_scaler"):
-                scaler.load_state_dict(ckpt["grad_scaler"])
-            if hasattr(model, "rounding_weight") and ckpt.get("rounding_weight"):
-                model.rounding_weight.load_state_dict(ckpt["rounding_weight"])
-            state = ckpt["state"]
-            resumed = True
-            # a checkpoint from before checkpoints held the vocabulary and model name: rewritten once
-            upgrade = "tokenizer" not in ckpt or (meta and not ckpt.get("meta"))
+        if not (same_run and resume):
+            return
+        vocab_diffs = tokenizer_differences(ckpt.get("tokenizer"), self.train_split.tokenizer)
+        if vocab_diffs:
+            raise CheckpointMismatch(mismatch_message(path, vocab_diffs, "The data gave another vocabulary than "
+                                                      "the one this run started with; use another checkpoint path."))
+        model.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.gen.set_state(ckpt["generator"])
+        ranks = ckpt.get("rank_rng")
+        if world.rank == 0:
+            torch.set_rng_state(ckpt["torch_rng"])
+            if device.type == "cuda" and ranks and ranks[0].get("cuda") is not None:
+                torch.cuda.set_rng_state(ranks[0]["cuda"], device)
+        elif ranks and len(ranks) == world.size:
+            _set_rng_state(ranks[world.rank], device)
+        if ranks and len(ranks) != world.size and world.main:
+            print(f"[train] resuming a run of {len(ranks)} processes with {world.size}: the data order is "
+                  "the same, the diffusion noise of processes > 0 is new")
+        if self.scaler is not None and ckpt.get("grad_scaler"):
+            self.scaler.load_state_dict(ckpt["grad_scaler"])
+        if hasattr(model, "rounding_weight") and ckpt.get("rounding_weight"):
+            model.rounding_weight.load_state_dict(ckpt["rounding_weight"])
+        self.state = ckpt["state"]
+        self.resumed = True
+        # a checkpoint from before checkpoints held the vocabulary and model name: rewritten once
+        self.upgrade = "tokenizer" not in ckpt or (self.meta and not ckpt.get("meta"))
 
-    def snapshot():
-        rngs = D.gather_objects(_rng_state(device), world)  # collective: every process takes part
-        if save and world.main:
-            torch_save({"format": CHECKPOINT_FORMAT, "key": key, "name": name, "run": identity,
-                        "model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                        "torch_rng": torch.get_rng_state(), "rank_rng": rngs, "world_size": world.size,
-                        "grad_scaler": scaler.state_dict() if scaler is not None else None,
-                        "rounding_weight": model.rounding_weight.state_dict() if hasattr(model, "rounding_weight")
-                        else None, "state": state, "config": cfg.to_dict(), "tokenizer": vocab, "shapes": shapes,
-                        "meta": meta}, path)
-        D.barrier(world)
+    # ---- 2. train: steps, validation checks, snapshots ---------------------------------------------
+    def train(self, plateau_stop: bool, progress: bool) -> None:
+        """Steps until the step budget, `stop_at`, a validation plateau or the clock (a safety cap)."""
+        c, world, state = self.c, self.world, self.state
+        # With several processes the gradients are averaged inside backward (DDP); parameters that a step
+        # does not use (a null image vector never dropped in) are allowed (find_unused_parameters).
+        self.trainer = LossForward(self.model)
+        if world.distributed:
+            self.trainer = torch.nn.parallel.DistributedDataParallel(
+                self.trainer, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)
+        budget = c.train_minutes * 60 if c.train_minutes > 0 else float("inf")
+        last_step = c.train_steps if self.stop_at is None else min(c.train_steps, self.stop_at)
+        self.model.train()
+        bar = tqdm(total=c.train_steps, initial=state["step"], desc=f"train {self.name}",
+                   disable=not progress or not world.main)
+        self.t0 = time.perf_counter() - state["seconds"]
+        while not state["done"] and state["step"] < last_step:
+            # process 0's clock decides for all, so every process stops at the same step with the same learning rate
+            elapsed = D.broadcast_float(time.perf_counter() - self.t0, world, self.device)
+            if elapsed >= budget:  # a safety cap: the run ends here, with the learning rate of this step
+                state["stopped_by"] = "minutes"
+                break
+            step = state["step"]
+            step_loss, logs = self.step(step)
+            state["step"] = step + 1
+            state["seconds"] = time.perf_counter() - self.t0
+            h = state["history"]
+            h["step"].append(step + 1)
+            h["loss"].append(step_loss)
+            h["logs"].append(logs)
+            bar.update(1)
+            if (step + 1) % 10 == 0:
+                bar.set_postfix(loss=f"{step_loss:.3f}",
+                                best=round(selection_score(state["best"])[0], 3) if state["best"] else None)
+            if (step + 1) % c.eval_every == 0:
+                self.check(step + 1)
+                state["seconds"] = time.perf_counter() - self.t0  # validation time counts: it is part of training
+                # process 0 validated; every process stops on its word
+                if plateau_stop and D.broadcast_object(plateaued(state["history"]["val"], c.patience), world):
+                    state["stopped_by"] = "plateau"
+                    break
+            if (step + 1) % c.checkpoint_every == 0 or state["step"] == self.stop_at:
+                self.snapshot()
+        bar.close()
 
-    def check(step):
-        if world.main:
-            scores = validate(model, caption_fn, val, c.eval_images)
-            state["history"]["val"].append({"step": step, **scores})
-            if state["best"] is None or selection_score(scores) > selection_score(state["best"]):
-                state["best"] = {"step": step, **scores}
-                state["best_state"] = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
-        D.barrier(world)
-
-    # With several processes the gradients are averaged inside backward (DDP); parameters that a step
-    # does not use (a null image vector never dropped in) are allowed (find_unused_parameters).
-    trainer = LossForward(model)
-    if world.distributed:
-        trainer = torch.nn.parallel.DistributedDataParallel(
-            trainer, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
-    budget = c.train_minutes * 60 if c.train_minutes > 0 else float("inf")
-    last_step = c.train_steps if stop_at is None else min(c.train_steps, stop_at)
-    n_rows = train.ids.shape[0]
-    model.train()
-    bar = tqdm(total=c.train_steps, initial=state["step"], desc=f"train {name}", disable=not progress or not world.main)
-    t0 = time.perf_counter() - state["seconds"]
-    while not state["done"] and state["step"] < last_step:
-        # process 0's clock decides for all, so every process stops at the same step with the same learning rate
-        elapsed = D.broadcast_float(time.perf_counter() - t0, world, device)
-        if elapsed >= budget:  # a safety cap: the run ends here, with the learning rate of this step
-            state["stopped_by"] = "minutes"
-            break
-        step = state["step"]
+    def step(self, step: int) -> tuple[float, dict]:
+        """One optimiser step at `step` (0-based): its learning rate, the global batch of caption rows (this
+        process's share, in ``grad_accum`` micro-batches), clipped gradients. Returns the mean loss over the
+        global batch and the last micro-batch's logs."""
+        c, world, opt, scaler = self.c, self.world, self.opt, self.scaler
         for g in opt.param_groups:
-            g["lr"] = peak * lr_factor(step, c.train_steps, c.warmup_steps, c.lr_schedule, c.lr_final / peak)
-        rows = torch.randint(0, n_rows, (c.batch_size,), generator=gen)  # (B,) the global batch, on every process
-        micro = torch.tensor_split(D.shard_rows(rows, world), grad_accum)  # this process's share, in A parts
+            g["lr"] = self.peak * lr_factor(step, c.train_steps, c.warmup_steps, c.lr_schedule, c.lr_final / self.peak)
+        rows = torch.randint(0, self.train_split.ids.shape[0], (c.batch_size,), generator=self.gen)  # (B,) on every process
+        micro = torch.tensor_split(D.shard_rows(rows, world), self.grad_accum)  # this process's share, in A parts
         opt.zero_grad(set_to_none=True)
         step_loss = 0.0
         for i, part in enumerate(micro):
             last = i == len(micro) - 1
-            sync = contextlib.nullcontext() if last or not world.distributed else trainer.no_sync()
+            sync = contextlib.nullcontext() if last or not world.distributed else self.trainer.no_sync()
             with sync:
-                with autocast():
-                    loss, logs = trainer(make_batch(train, part, device))
+                with self.autocast():
+                    loss, logs = self.trainer(make_batch(self.train_split, part, self.device))
                 # weight: this micro-batch's share of the global batch (DDP divides the sum by N again)
                 weight = world.size * len(part) / c.batch_size
                 scaled = loss if weight == 1.0 else loss * weight
                 (scaler.scale(scaled) if scaler is not None else scaled).backward()
             step_loss += len(part) / c.batch_size * float(loss.item())
-        step_loss = D.sum_float(step_loss, world, device)  # the mean loss over the global batch
+        step_loss = D.sum_float(step_loss, world, self.device)  # the mean loss over the global batch
         if scaler is not None:
             scaler.unscale_(opt)
         if c.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.params, c.grad_clip)
         if scaler is not None:
             scaler.step(opt)
             scaler.update()
         else:
             opt.step()
-        state["step"] = step + 1
-        state["seconds"] = time.perf_counter() - t0
-        h = state["history"]
-        h["step"].append(step + 1)
-        h["loss"].append(step_loss)
-        h["logs"].append(logs)
-        bar.update(1)
-        if (step + 1) % 10 == 0:
-            bar.set_postfix(loss=f"{step_loss:.3f}", best=round(selection_score(state["best"])[0], 3) if state["best"] else None)
-        if (step + 1) % c.eval_every == 0:
-            check(step + 1)
-            state["seconds"] = time.perf_counter() - t0  # validation time counts: it is part of training
-            if plateau_stop and D.broadcast_object(plateaued(state["history"]["val"], c.patience), world):  # process 0 validated
-                state["stopped_by"] = "plateau"
-                break
-        if (step + 1) % c.checkpoint_every == 0 or state["step"] == stop_at:
-            snapshot()
-    bar.close()
-    # cut off by the caller (`stop_at`): left unfinished, to be resumed; a plateau or the clock finishes the run
-    stopped_early = stop_at is not None and state["step"] >= stop_at and state["step"] < c.train_steps \
-        and not state["done"] and "stopped_by" not in state
-    if not state["done"] and not stopped_early:
-        checked = bool(state["history"]["val"]) and state["history"]["val"][-1]["step"] == state["step"]
-        if not D.broadcast_object(checked, world):  # process 0 holds the validation history
-            check(state["step"])
-        state["done"] = True
-        state.setdefault("stopped_by", "steps")
-        state["seconds"] = time.perf_counter() - t0
-        snapshot()
-    elif upgrade:
-        snapshot()
-    if world.distributed:  # process 0 validated: its history and choice of weights go to every process
-        shared = D.broadcast_object({k: state[k] for k in ("history", "best", "done")}, world)
-        state.update(shared)
-    if not stopped_early and world.main and state["best_state"] is not None:
-        model.load_state_dict(state["best_state"])
-    if not stopped_early:
-        D.broadcast_module(model, world)
-    model.eval()
-    return {"history": state["history"], "best": state["best"], "train_seconds": state["seconds"],
-            "steps": state["step"], "steps_per_second": state["step"] / max(state["seconds"], 1e-9),
-            "peak_rss_mb": peak_rss_mb(), "path": path, "resumed": resumed, "key": key,
-            "finished": bool(state["done"]), "world_size": world.size,
-            "stopped_by": state.get("stopped_by") if state["done"] else "stop_at"}
+        return step_loss, logs
+
+    def check(self, step: int) -> None:
+        """Validate (process 0) and keep the weights when they beat the best so far."""
+        state = self.state
+        if self.world.main:
+            scores = validate(self.model, self.caption_fn, self.val, self.c.eval_images)
+            state["history"]["val"].append({"step": step, **scores})
+            if state["best"] is None or selection_score(scores) > selection_score(state["best"]):
+                state["best"] = {"step": step, **scores}
+                state["best_state"] = copy.deepcopy({k: v.cpu() for k, v in self.model.state_dict().items()})
+        D.barrier(self.world)
+
+    def snapshot(self) -> None:
+        """The resumable checkpoint (atomic; process 0 writes it, every process takes part in the gather)."""
+        world, model = self.world, self.model
+        rngs = D.gather_objects(_rng_state(self.device), world)  # collective: every process takes part
+        if self.save and world.main:
+            torch_save({"format": CHECKPOINT_FORMAT, "key": self.key, "name": self.name, "run": self.identity,
+                        "model": model.state_dict(), "optimizer": self.opt.state_dict(),
+                        "generator": self.gen.get_state(), "torch_rng": torch.get_rng_state(), "rank_rng": rngs,
+                        "world_size": world.size,
+                        "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                        "rounding_weight": model.rounding_weight.state_dict() if hasattr(model, "rounding_weight")
+                        else None, "state": self.state, "config": self.cfg.to_dict(), "tokenizer": self.vocab,
+                        "shapes": self.shapes, "meta": self.meta}, self.path)
+        D.barrier(world)
+
+    # ---- 3. finish -----------------------------------------------------------------------------
+    def finish(self) -> dict[str, Any]:
+        """A run cut off by `stop_at` stays unfinished (to be resumed); any other ends with a last check and
+        checkpoint, and the model gets the best weights on val. Returns the training record."""
+        c, world, state, model = self.c, self.world, self.state, self.model
+        stopped_early = self.stop_at is not None and state["step"] >= self.stop_at and state["step"] < c.train_steps \
+            and not state["done"] and "stopped_by" not in state
+        if not state["done"] and not stopped_early:
+            checked = bool(state["history"]["val"]) and state["history"]["val"][-1]["step"] == state["step"]
+            if not D.broadcast_object(checked, world):  # process 0 holds the validation history
+                self.check(state["step"])
+            state["done"] = True
+            state.setdefault("stopped_by", "steps")
+            state["seconds"] = time.perf_counter() - self.t0
+            self.snapshot()
+        elif self.upgrade:
+            self.snapshot()
+        if world.distributed:  # process 0 validated: its history and choice of weights go to every process
+            shared = D.broadcast_object({k: state[k] for k in ("history", "best", "done")}, world)
+            state.update(shared)
+        if not stopped_early and world.main and state["best_state"] is not None:
+            model.load_state_dict(state["best_state"])
+        if not stopped_early:
+            D.broadcast_module(model, world)
+        model.eval()
+        return {"history": state["history"], "best": state["best"], "train_seconds": state["seconds"],
+                "steps": state["step"], "steps_per_second": state["step"] / max(state["seconds"], 1e-9),
+                "peak_rss_mb": peak_rss_mb(), "path": self.path, "resumed": self.resumed, "key": self.key,
+                "finished": bool(state["done"]), "world_size": world.size,
+                "stopped_by": state.get("stopped_by") if state["done"] else "stop_at"}
 
 
 def architecture(model) -> str:
