@@ -220,9 +220,9 @@ plt.show()
 # picture and writes well-formed captions, and trains
 # `captioner.student_steps` more steps on the teacher's greedy captions of
 # the training pictures. Below, on the first `N_DISTILL` validation
-# pictures: notebook 07's model, the distilled one and the teacher, their
-# validation curves during training, and what each can predict
-# teacher-forced.
+# pictures: notebook 07's model, the distilled one and the teacher beside
+# the two baselines, their validation curves during training, and what
+# each can predict teacher-forced.
 
 # %%
 distilled = cfg_d.captioner.targets == "autoregressive"
@@ -250,7 +250,9 @@ if distilled:
           f"{refs_record['steps']} (best on val at its step {student_record['best']['step']})")
     dval = data_d["val"].subset(N_DISTILL)
     set_seed(cfg.seed)
-    distill_rows = {"DDCap, references (notebook 07)": generate_captions(refs_model, ddcap_caption_fn(tok), dval),
+    distill_rows = {"most frequent caption": trivial_captions(data_d["train"], dval),
+                    "nearest neighbour (CLIP)": nearest_neighbour_captions(data_d["train"], dval),
+                    "DDCap, references (notebook 07)": generate_captions(refs_model, ddcap_caption_fn(tok), dval),
                     "DDCap, autoregressive teacher": generate_captions(student, ddcap_caption_fn(tok), dval),
                     "the teacher (autoregressive, greedy)": generate_captions(teacher, ar_caption_fn(tok),
                                                                               data_t["val"].subset(N_DISTILL))}
