@@ -48,6 +48,8 @@ PAPER_SAMPLING = {"continuous.sampler": "feedback", "continuous.sample_steps": 5
 
 # the course's defaults with the 4x4 grid, trained as the course trains now (the base pins how older rows ran)
 _COURSE_FINE = {"captioner.grid": "fine", "captioner.patience": 0, "autoregressive.train_steps": 4_500}
+_FINE_STUDENT = {**_COURSE_FINE, "captioner.targets": "autoregressive", "captioner.student_steps": 6_000,
+                 "captioner.student_init": "references"}
 CLIP_DIFFUSIONLM_ROWS: tuple[Row, ...] = (
     Row("paper", "final", PAPER_RECIPE, PAPER_SAMPLING, "0.1549", "the paper's final setting"),
     Row("5.1-add", "5.1", {**PAPER_RECIPE, "continuous.fusion": "add"}, PAPER_SAMPLING, "0.1033",
@@ -91,10 +93,13 @@ CLIP_DIFFUSIONLM_ROWS: tuple[Row, ...] = (
     # the 4x4 grid with the teacher that reads it: trained to the step budget (no plateau stop), beside the
     # decoder's own 4,500 steps; DDCap's lever table found the grid paid only with the teacher's captions
     Row("course, fine grid", "course", _COURSE_FINE, {}, note="the profile's defaults with the 4x4 grid as tokens"),
-    Row("course, fine grid, AR teacher, from refs", "course",
-        {**_COURSE_FINE, "captioner.targets": "autoregressive", "captioner.student_steps": 6_000,
-         "captioner.student_init": "references"}, {},
+    Row("course, fine grid, AR teacher, from refs", "course", _FINE_STUDENT, {},
         note="with an autoregressive teacher: row 'course, fine grid' trained on to the teacher's captions"),
+    Row("course, fine grid, AR teacher, from refs, renoise 20", "course", _FINE_STUDENT,
+        {"continuous.sampler": "renoise", "continuous.sample_steps": 20, "continuous.length_beam": 1},
+        note="model of the row above: re-noised to the training inputs at every step, 20 passes"),
+    Row("course, fine grid, AR teacher, from refs, 5 passes", "course", _FINE_STUDENT,
+        {"continuous.sample_steps": 5, "continuous.length_beam": 1}, note="model of the row above: 5 feed-back passes"),
 )
 
 # What limits the continuous captioner in a laptop budget: the runs that chose the course's defaults
