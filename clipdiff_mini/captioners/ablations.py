@@ -243,6 +243,18 @@ LEVER_PAIRS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# The comparisons notebook 05 prints from CLIP-DiffusionLM's table.
+CLIP_DIFFUSIONLM_PAIRS: tuple[tuple[str, str, str], ...] = (
+    ("paper", "course", "the course's recipe instead of the paper's"),
+    ("course", "course, fine grid", "the 4x4 grid beside the pooled vector (the grid rows train without the plateau stop)"),
+    ("course, fine grid", "course, fine grid, AR teacher, from refs", "with the grid: the autoregressive teacher's captions"),
+    ("course, fine grid, AR teacher, from refs", "course, fine grid, AR teacher, from refs, renoise 20",
+     "the distilled model: re-noising, 20 passes, instead of 10 feed-back passes x a length beam of 5"),
+    ("course, fine grid, AR teacher, from refs", "course, fine grid, AR teacher, from refs, 5 passes",
+     "the distilled model: 5 feed-back passes, no length beam"),
+)
+
+
 def row_differences(rows: dict[str, dict], pairs=LEVER_PAIRS) -> list[str]:
     """One line per pair (a, b, what) whose two rows are both in `rows` ({row name: result}): scene
     accuracy, object recall and the repeated-object rate of a and of b, and the change of scene accuracy."""
