@@ -211,7 +211,7 @@ def old_forward(model, x_t, t, image, grid=None, drop=None):
 
 @pytest.mark.parametrize("cam", [True, False])
 def test_attention_equals_a_softmax_written_by_hand(cam):
-    from clipdiff_mini.captioners.ddcap import Attention
+    from clipdiff_mini.captioners.backbone import Attention
 
     g = torch_generator(5)
     torch.manual_seed(5)

@@ -12,6 +12,7 @@ Modules:
 - ``evaluate``   -- the one evaluation: COCO metrics, scene accuracy, object recall, error kinds, baselines
 - ``decoding``   -- ids to captions, repeated words, the denoising trajectory as text
 - ``display``    -- figures: training curves, caption grids, how a trajectory settles, attention masks and maps
+- ``backbone``   -- the course's transformer block (pre-LN, attention through SDPA, adaptive LayerNorm, cross or prefix)
 - ``length``     -- the caption length from the picture: DDCap's length head, also a CLIP-DiffusionLM switch
 - ``continuous`` -- CLIP-DiffusionLM, continuous diffusion over word vectors (notebook 05)
 - ``ddcap``      -- DDCap, masked discrete diffusion with cross-attention to the CLIP grid (notebook 07)
