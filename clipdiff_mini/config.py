@@ -51,6 +51,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "continuous.embeddings": ("frozen", "pretrained", "learned"),
     "continuous.sampler": ("feedback", "renoise", "ddim", "ddpm"),
     "continuous.length_choice": ("argmax", "sample"),
+    "continuous.backbone": ("distilbert", "course"),
     "ddcap.schedule": ("mask", "ddcap"),
     "ddcap.loss_weighting": ("uniform", "elbo"),
     "ddcap.length_choice": ("argmax", "sample"),
@@ -231,6 +232,8 @@ class ContinuousConfig:
     length_beam: int = 5  # sampling only: denoise the k most likely lengths, keep the most probable caption (Mask-Predict)
     clamp: bool = False  # sampling only: snap x0 to the nearest word vector at every step (Diffusion-LM)
     drop_repeats: bool = True  # sampling only: the paper removes consecutive repeated words after rounding
+    backbone: str = "distilbert"  # the transformer: "distilbert" (the paper's DistilBERT, post-LN) or "course"
+    # (DDCap's pre-LN block, captioners/backbone.py): one network for both diffusion captioners
     plateau_stop: bool = False  # stop on a validation plateau (captioner.patience); off: train to the step budget,
     # because this model's val scene accuracy is flat and noisy while its recall keeps rising and its repeats
     # keep falling with steps (a plateau stop picked an early model with twice the repeats)

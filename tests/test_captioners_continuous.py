@@ -427,3 +427,52 @@ def test_the_plateau_stop_is_a_switch_of_its_own(tmp_path, monkeypatch):
     assert off["steps"] == 8 and off["stopped_by"] == "steps"
     assert on["steps"] == 4 and on["stopped_by"] == "plateau"
     assert off["key"] != on["key"]
+
+
+# ---- the backbone switch: DistilBERT (the paper's) or the course's pre-LN block (DDCap's) ----
+def test_course_backbone_is_the_pre_ln_block_written_out_by_hand():
+    from test_captioners_ddcap import hand_attention
+
+    cfg = tiny_cfg(**{"continuous.backbone": "course", "captioner.layers": 2, "captioner.grid": "fine"})
+    data = fake_split(cfg, n=4)
+    model = build_continuous_captioner(cfg, data).eval()
+    assert model.encoder is None and len(model.blocks) == 2
+    assert not any("distilbert" in type(m).__module__.lower() for m in model.modules())
+    h = torch.randn(3, model.n_prefix + model.max_len, 16, generator=torch_generator(1))
+
+    def ln(mod, v):  # LayerNorm written out
+        return (v - v.mean(-1, keepdim=True)) / (v.var(-1, unbiased=False, keepdim=True) + mod.eps).sqrt() \
+            * mod.weight + mod.bias
+
+    want = h + model.pos[:h.shape[1]]
+    for b in model.blocks:  # x + attn(LN(x)), then x + MLP(LN(x)); every position sees every other one
+        n = ln(b.norms[0], want)
+        want = want + hand_attention(b.self_attn, n, n, None)[0]
+        n = ln(b.norms[1], want)
+        want = want + b.mlp[2](torch.nn.functional.gelu(b.mlp[0](n)))
+    torch.testing.assert_close(model.encode(h), want, rtol=1e-5, atol=1e-5)
+
+
+def test_course_backbone_trains_samples_and_keys_apart_from_distilbert():
+    from clipdiff_mini.captioners.checkpoints import run_identity
+
+    cfg = tiny_cfg(**{"continuous.backbone": "course"})
+    data = fake_split(cfg, n=8)
+    model = build_continuous_captioner(cfg, data)
+    batch = {"ids": data.ids[:8], "image": data.image[data.owner[:8]], "grid": data.grid[data.owner[:8]],
+             "text": data.text[:8]}
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(30):  # one batch, learned: the loss must fall
+        loss, _ = model.loss(batch, torch_generator(0))
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.7 * first
+    out = model.eval().sample({"image": batch["image"][:2], "grid": batch["grid"][:2]}, sampler="feedback", steps=3)
+    assert out["ids"].shape == (2, data.ids.shape[1]) and out["passes"] == 3 * cfg.continuous.length_beam
+    # the paper's backbone keeps the run identity it had before the switch existed; the course's is another run
+    paper = run_identity(tiny_cfg(), "m", {"continuous": vars(tiny_cfg().continuous)})
+    course = run_identity(cfg, "m", {"continuous": vars(cfg.continuous)})
+    assert "backbone" not in paper["continuous"] and course["continuous"]["backbone"] == "course"

@@ -26,6 +26,9 @@ caption. Every experiment of the paper is a switch of `ContinuousConfig`:
   the next input afresh from q(x_s | x0_hat) at a lower level s (the inputs
   the network was trained on); or DDIM / DDPM with the samplers of notebook
   02 and, optionally, the clamp of notebook 03.
+* backbone (``continuous.backbone``): the paper's DistilBERT (``"distilbert"``, transformers'
+  `DistilBertModel`, post-LN) or the course's pre-LN block that DDCap stacks (``"course"``,
+  `captioners.backbone`), so that the two diffusion captioners can be compared on one network.
 * length prediction (borrowed from DDCap, notebook 07): a head on the pooled
   CLIP feature picks the caption length n; [EOS] and the [PAD]s after it are
   given as clean word vectors in training and sampling, so the network
@@ -52,6 +55,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from clipdiff_mini.captioners.backbone import Block
 from clipdiff_mini.captioners.length import LengthHead, caption_lengths
 from clipdiff_mini.diffusion.gaussian_diffusion import eps_from_x0, q_sample
 from clipdiff_mini.diffusion.noise_schedules import make_schedule
@@ -112,10 +116,18 @@ class ContinuousCaptioner(nn.Module):
         self.null_grid = nn.Parameter(torch.zeros(grid_dim)) if self.use_grid else None
         self.n_prefix = (2 + (n_grid if self.use_grid else 0)) if ccfg.fusion == "concat" else 0
         self.segment = nn.Embedding(4, width)  # 0 caption, 1 image, 2 text, 3 grid
-        config = DistilBertConfig(vocab_size=1, dim=width, n_layers=layers, n_heads=heads, hidden_dim=4 * width,
-                                  max_position_embeddings=self.n_prefix + max_len, dropout=dropout,
-                                  attention_dropout=dropout)
-        self.encoder = DistilBertModel(config)
+        if ccfg.backbone == "distilbert":  # the paper's: DistilBERT's post-LN blocks, randomly initialised
+            config = DistilBertConfig(vocab_size=1, dim=width, n_layers=layers, n_heads=heads, hidden_dim=4 * width,
+                                      max_position_embeddings=self.n_prefix + max_len, dropout=dropout,
+                                      attention_dropout=dropout)
+            self.encoder = DistilBertModel(config)
+        elif ccfg.backbone == "course":  # DDCap's pre-LN block (captioners.backbone), its positions learned
+            self.encoder = None
+            self.pos = nn.Parameter(torch.randn(self.n_prefix + max_len, width) * 0.02)
+            self.blocks = nn.ModuleList(Block(width, heads, dropout, adaptive=False, cross=False)
+                                        for _ in range(layers))
+        else:
+            raise ValueError(f"continuous.backbone={ccfg.backbone!r}; allowed: 'distilbert', 'course'")
         self.out_norm = nn.LayerNorm(width)
         if ccfg.output == "logits":
             self.head = nn.Linear(width, vocab_size)
@@ -168,7 +180,7 @@ class ContinuousCaptioner(nn.Module):
             if self.use_grid:
                 prefix.append(self.cond_norm(self.grid_proj(grid)) + self.segment.weight[3])  # (B, P, W)
             h = torch.cat(prefix + [h], dim=1)  # (B, n_prefix + L, W)
-        h = self.encoder(inputs_embeds=h).last_hidden_state[:, self.n_prefix:]  # (B, L, W)
+        h = self.encode(h)[:, self.n_prefix:]  # (B, L, W)
         out = self.head(self.out_norm(h))
         if self.ccfg.output == "logits":
             logits = out  # (B, L, V)
@@ -177,6 +189,17 @@ class ContinuousCaptioner(nn.Module):
             x0 = out  # (B, L, D)
             logits = self.word_logits(x0)
         return {"x0": x0, "logits": logits}
+
+    def encode(self, h: Tensor) -> Tensor:
+        """The transformer over the whole sequence h (B, S, W) -> (B, S, W): DistilBERT (which adds its
+        positions and a LayerNorm itself) or the course's blocks (positions added here; every block
+        normalises its own input, and `out_norm` the last output)."""
+        if self.encoder is not None:
+            return self.encoder(inputs_embeds=h).last_hidden_state
+        h = h + self.pos[:h.shape[1]]
+        for block in self.blocks:
+            h, _ = block(h, None, None, None, False)
+        return h
 
     # ---- training ---------------------------------------------------------------------------
     def sample_t(self, n: int, generator: torch.Generator | None = None, device=None) -> Tensor:
