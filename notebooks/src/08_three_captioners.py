@@ -320,8 +320,9 @@ if distilled:
 #
 # The remedy is not universal: CLIP-DiffusionLM, trained the same way on
 # the same teacher's captions with the same 4x4 grid, does not gain
-# (notebook 05, section 9; the conclusion below prints the two rows). Its
-# limit is its network's predictions, not targets that disagree.
+# (notebook 05, section 9; the conclusion below prints the two rows), on
+# DistilBERT or on DDCap's own block. Its limit is the continuous
+# formulation, not targets that disagree.
 
 # %% [markdown]
 # ## 3. Sampling settings, and how each is timed
