@@ -78,3 +78,16 @@ def test_row_differences_by_hand():
     lines = row_differences(rows, [("x", "y", "a change"), ("x", "missing", "skipped")])
     assert lines == ["- a change: scene accuracy 0.250 -> 0.750 (+0.500), object recall 0.500 -> 0.625, "
                      "repeated object 10.0% -> 2.0%"]
+
+
+def test_every_table_trains_a_registered_captioner():
+    from clipdiff_mini.captioners.ablations import TABLE_CAPTIONER
+    from clipdiff_mini.captioners.registry import CAPTIONERS
+
+    assert set(TABLE_CAPTIONER) == set(TABLES)
+    for table, name in TABLE_CAPTIONER.items():
+        assert name in CAPTIONERS, table
+        section = CAPTIONERS[name].section
+        for row in TABLES[table]:  # a table's rows switch its captioner's section and the shared ones only
+            assert {k.split(".")[0] for k in {**row.train, **row.sample}} <= {section, "captioner", "autoregressive"}, row
+

@@ -442,6 +442,11 @@ def test_a_sampling_only_change_reuses_the_checkpoint_and_a_training_change_does
     sampled = quiet(name, tiny_cfg(**base, **SAMPLING_CHANGE[name]), data=ci_data)
     assert sampled["record"]["resumed"] and sampled["path"] == first["path"]  # loaded, not trained again
     same_weights(sampled["model"].state_dict(), first["model"].state_dict())
+    # the registry gives a trained model another config's sampling switches (what the ablation rows do)
+    spec = CAPTIONERS[name]
+    model = spec.with_sampling(first["model"], tiny_cfg(**base, **SAMPLING_CHANGE[name]))
+    for key, value in SAMPLING_CHANGE[name].items():
+        assert getattr(getattr(model, spec.settings), key.split(".")[1]) == value
     retrained = quiet(name, tiny_cfg(**base, **TRAINING_CHANGE[name]), data=ci_data)
     assert not retrained["record"]["resumed"] and retrained["path"] != first["path"]
     # every field named sampling-only exists in its section and is marked so in the config's comments

@@ -299,21 +299,9 @@ TABLE_BASE = {"ddcap": {"captioner.grid": "fine"}, "ddcap_levers": {"captioner.g
                                           "captioner.student_steps": 0, "captioner.patience": 0}}
 
 
-def _captioner_for(table: str):
-    """(train(cfg, data) -> (model, record), caption_fn(model, cfg, tokenizer), apply_sampling(model, cfg))."""
-    if table in ("ddcap", "ddcap_levers"):
-        from clipdiff_mini.captioners.ddcap import ddcap_caption_fn, train_ddcap
-
-        def apply(model, cfg):
-            model.dcfg = cfg.ddcap
-
-        return train_ddcap, lambda cfg, tok: ddcap_caption_fn(tok), apply
-    from clipdiff_mini.captioners.continuous import continuous_caption_fn, train_continuous
-
-    def apply(model, cfg):
-        model.ccfg = cfg.continuous
-
-    return train_continuous, lambda cfg, tok: continuous_caption_fn(tok, cfg.continuous.drop_repeats), apply
+# The registered captioner (captioners/registry.py) each table trains.
+TABLE_CAPTIONER = {"clip_diffusionlm": "clip_diffusionlm", "clip_diffusionlm_budget": "clip_diffusionlm",
+                   "clip_diffusionlm_recipe": "clip_diffusionlm", "ddcap": "ddcap", "ddcap_levers": "ddcap"}
 
 
 def run_rows(table: str, profile: str, rows: list[str] | None = None, *, extra: dict | None = None,
@@ -322,6 +310,7 @@ def run_rows(table: str, profile: str, rows: list[str] | None = None, *, extra: 
     from clipdiff_mini.captioners.evaluate import (evaluate_captions, generate_captions, nearest_neighbour_captions,
                                                    trivial_captions)
     from clipdiff_mini.captioners.features import load_captioning_data
+    from clipdiff_mini.captioners.registry import get_spec
     from clipdiff_mini.config import ConfigError, get_config
     from clipdiff_mini.evaluation.metrics import CaptionScorer
 
@@ -331,7 +320,8 @@ def run_rows(table: str, profile: str, rows: list[str] | None = None, *, extra: 
     if unknown:
         raise ConfigError(f"unknown rows {sorted(unknown)} of table {table!r}; rows: {[r.name for r in spec]}")
     extra = {**TABLE_BASE.get(table, {}), **(extra or {})}
-    train_fn, caption_fn_for, apply_sampling = _captioner_for(table)
+    captioner = get_spec(TABLE_CAPTIONER[table])
+    train_fn = captioner.load("train")
     base = get_config(profile, extra)
     out_dir = out_dir or base.path("output_dir") / profile / "ablations"
     json_path = out_dir / f"{table}.json"
@@ -358,8 +348,8 @@ def run_rows(table: str, profile: str, rows: list[str] | None = None, *, extra: 
             val = row_data["val"]
             model, record = train_fn(cfg, row_data, progress=progress)
             scfg = get_config(profile, {**(extra or {}), **row.train, **row.sample})
-            apply_sampling(model, scfg)  # sampling-only switches
-            fn = caption_fn_for(scfg, val.tokenizer)
+            captioner.with_sampling(model, scfg)  # sampling-only switches
+            fn = captioner.caption_function(val.tokenizer, scfg)
             t0 = time.perf_counter()
             preds = generate_captions(model, fn, val)
             seconds = time.perf_counter() - t0

@@ -36,6 +36,7 @@ class CaptionerSpec:
     caption_fn: str
     train: str
     section: str
+    settings: str = ""  # the model's attribute holding its config section (its sampling switches are read there)
     kind: str = "diffusion"  # "diffusion" (has a denoising trajectory) or "autoregressive"
     # config -> keyword arguments of caption_fn beyond the tokenizer (e.g. CLIP-DiffusionLM's drop_repeats)
     caption_kw: Callable[[Any], dict] = lambda cfg: {}
@@ -60,6 +61,12 @@ class CaptionerSpec:
 
         return {self.section: asdict(getattr(cfg, self.section))} if hasattr(cfg, self.section) else {}
 
+    def with_sampling(self, model, cfg):
+        """`model` sampling with the switches of `cfg`'s section (the sampling-only ones may differ from
+        those it trained with; its weights are untouched). Returns the model."""
+        setattr(model, self.settings, getattr(cfg, self.section))
+        return model
+
     def caption_function(self, tokenizer, cfg, **kw) -> Callable:
         """caption_fn(model, cond) with the settings of `cfg` (and `kw` on top)."""
         return self.load("caption_fn")(tokenizer, **{**self.caption_kw(cfg), **kw})
@@ -67,12 +74,12 @@ class CaptionerSpec:
 
 CAPTIONERS: dict[str, CaptionerSpec] = {spec.name: spec for spec in (
     CaptionerSpec("clip_diffusionlm", "clipdiff_mini.captioners.continuous", "build_continuous_captioner",
-                  "continuous_caption_fn", "train_continuous", "continuous",
+                  "continuous_caption_fn", "train_continuous", "continuous", settings="ccfg",
                   caption_kw=lambda cfg: {"drop_repeats": cfg.continuous.drop_repeats}),
     CaptionerSpec("ddcap", "clipdiff_mini.captioners.ddcap", "build_ddcap_captioner", "ddcap_caption_fn",
-                  "train_ddcap", "ddcap"),
+                  "train_ddcap", "ddcap", settings="dcfg"),
     CaptionerSpec("autoregressive", "clipdiff_mini.captioners.autoregressive", "build_ar_captioner",
-                  "ar_caption_fn", "train_autoregressive", "autoregressive", kind="autoregressive"),
+                  "ar_caption_fn", "train_autoregressive", "autoregressive", settings="acfg", kind="autoregressive"),
 )}
 
 
