@@ -49,7 +49,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "continuous.output": ("regress", "logits"),
     "continuous.loss": ("l1", "l2"),
     "continuous.embeddings": ("frozen", "pretrained", "learned"),
-    "continuous.sampler": ("feedback", "renoise", "ddim", "ddpm"),
+    "continuous.sampler": ("feedback", "renoise", "ddim", "ddpm", "commit"),
     "continuous.length_choice": ("argmax", "sample"),
     "continuous.backbone": ("distilbert", "course"),
     "ddcap.schedule": ("mask", "ddcap"),
@@ -224,7 +224,8 @@ class ContinuousConfig:
     t_min_frac: float = 0.15  # train on t >= t_min_frac * T only (a truncated schedule: below ~0.2 T rounding x_t
     # alone recovers the caption, notebook 05 section 2)
     sampler: str = "feedback"  # sampling only: "feedback" (paper 5.6: feed x0 back, no re-noising), "renoise" (x0 estimate
-    # noised afresh to the next level: what the network saw in training), "ddim", "ddpm"
+    # noised afresh to the next level: what the network saw in training), "ddim", "ddpm", or "commit" (each pass
+    # fixes the surest words for good, DDCap's best-first; for a model trained with settled_words)
     sample_steps: int = 10  # sampling only: feedback passes (paper: 5), renoise or DDIM steps
     length_prediction: bool = True  # DDCap's length head on the pooled CLIP feature; the sampler then gives
     # [EOS] and the [PAD]s after it as clean word vectors and denoises only the caption's own positions
@@ -232,6 +233,9 @@ class ContinuousConfig:
     length_beam: int = 5  # sampling only: denoise the k most likely lengths, keep the most probable caption (Mask-Predict)
     clamp: bool = False  # sampling only: snap x0 to the nearest word vector at every step (Diffusion-LM)
     drop_repeats: bool = True  # sampling only: the paper removes consecutive repeated words after rounding
+    settled_words: bool = False  # train with a random share of each caption's words given clean (noise level 0,
+    # a share drawn uniformly per caption) and the loss on the noisy ones: the network learns to read settled
+    # words beside noisy ones, as the "commit" sampler gives them (Diffusion Forcing's per-token noise levels)
     backbone: str = "distilbert"  # the transformer: "distilbert" (the paper's DistilBERT, post-LN) or "course"
     # (DDCap's pre-LN block, captioners/backbone.py): one network for both diffusion captioners
     plateau_stop: bool = False  # stop on a validation plateau (captioner.patience); off: train to the step budget,

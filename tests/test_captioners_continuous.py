@@ -476,3 +476,84 @@ def test_course_backbone_trains_samples_and_keys_apart_from_distilbert():
     paper = run_identity(tiny_cfg(), "m", {"continuous": vars(tiny_cfg().continuous)})
     course = run_identity(cfg, "m", {"continuous": vars(cfg.continuous)})
     assert "backbone" not in paper["continuous"] and course["continuous"]["backbone"] == "course"
+
+
+# ---- settled words in training, the commit sampler --------------------------------------------------
+def test_settled_positions_leave_given_ones_out_and_cover_every_share():
+    g = torch_generator(3)
+    given = torch.zeros(4000, 10, dtype=torch.bool)
+    given[:, 7:] = True  # [EOS] and [PAD]s
+    settled = ContinuousCaptioner.settled_positions(given, g)
+    assert not (settled & given).any()
+    share = settled[:, :7].float().mean(-1)  # (B,) per caption: uniform on [0, 1] up to the binomial draw
+    assert abs(share.mean().item() - 0.5) < 0.02
+    assert (share == 0).float().mean() > 0.05 and (share == 1).float().mean() > 0.05  # all noisy and all clean
+    assert abs((share < 0.25).float().mean().item() - 0.25) < 0.05
+
+
+def test_one_timestep_per_caption_equals_the_same_level_at_every_position():
+    cfg = tiny_cfg()
+    data = fake_split(cfg, n=4)
+    model = build_continuous_captioner(cfg, data).eval()
+    x = torch.randn(2, data.ids.shape[1], 8, generator=torch_generator(2))
+    t = torch.tensor([7, 30])
+    a = model(x, t, data.image[:2], data.grid[:2])["logits"]
+    b = model(x, t[:, None].expand(2, data.ids.shape[1]), data.image[:2], data.grid[:2])["logits"]
+    torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("steps", [3, 5, 40])
+def test_commit_sampler_fixes_each_word_once_surest_first_in_even_shares(steps):
+    cfg = tiny_cfg(**{"continuous.settled_words": True, "continuous.sampler": "commit",
+                      "continuous.sample_steps": steps, "continuous.length_beam": 1})
+    data = fake_split(cfg, n=6)
+    model = build_continuous_captioner(cfg, data).eval()
+    cond = {"image": data.image[:6], "grid": data.grid[:6]}
+    calls = []  # the word log-probabilities of every network call
+    model.register_forward_hook(lambda m, a, o: calls.append(torch.log_softmax(o["logits"], -1).max(-1).values))
+    out = model.sample(cond, trajectory=True, generator=torch_generator(4))
+    n = out["lengths"]  # (B,) caption lengths: positions n - 1 .. are [EOS] and [PAD]s, given
+    L = data.ids.shape[1]
+    own = torch.arange(L)[None] < (n[:, None] - 1)  # (B, L) the positions the sampler writes
+    assert out["passes"] == min(steps, int(own.sum(-1).max()))  # no pass once every word is fixed
+    assert ((out["commit_pass"] >= 0) == own).all()  # every own position fixed exactly once, the given ones never
+    for b in range(6):
+        open_, counts = int(own[b].sum()), []
+        for k in range(out["passes"]):  # the share of pass k, worked by hand: ceil(open / passes left)
+            take = min(open_, -(-open_ // (steps - k)))
+            counts.append(take)
+            open_ -= take
+        assert [int((out["commit_pass"][b] == k).sum()) for k in range(out["passes"])] == counts
+    for k, (t, ids_k) in enumerate(out["trajectory"]):  # once fixed, a word never changes
+        fixed = (out["commit_pass"] >= 0) & (out["commit_pass"] <= k)
+        assert (ids_k[fixed] == out["ids"][fixed]).all()
+    # within a pass, the words fixed were at least as sure as the ones left open (the best-first rule)
+    assert len(calls) == out["passes"]
+    for k, best in enumerate(calls):
+        for b in range(6):
+            fixed, later = out["commit_pass"][b] == k, out["commit_pass"][b] > k
+            if fixed.any() and later.any():
+                assert best[b][fixed].min() >= best[b][later].max()
+            torch.testing.assert_close(out["token_logp"][b][fixed], best[b][fixed])
+    given_ids = torch.where(torch.arange(L)[None] == n[:, None] - 1, data.tokenizer.eos_id, data.tokenizer.pad_id)
+    assert (out["ids"][~own] == given_ids[~own]).all()
+
+
+def test_training_with_settled_words_scores_only_the_noisy_words():
+    cfg = tiny_cfg(**{"continuous.settled_words": True})
+    data = fake_split(cfg, n=8)
+    model = build_continuous_captioner(cfg, data)
+    batch = {"ids": data.ids[:8], "image": data.image[data.owner[:8]], "grid": data.grid[data.owner[:8]],
+             "text": data.text[:8]}
+    seen = {}
+
+    def grab(module, args, kwargs, output):
+        seen.setdefault("t", args[1] if len(args) > 1 else kwargs["t"])
+        seen.setdefault("x", args[0])
+    model.register_forward_hook(grab, with_kwargs=True)
+    loss, logs = model.loss(batch, torch_generator(0))
+    t, x = seen["t"], seen["x"]
+    assert t.shape == batch["ids"].shape  # one level per position
+    clean = t == 0
+    torch.testing.assert_close(x[clean], model.embed(batch["ids"])[clean])  # level 0: the word's own vector
+    assert clean.any() and (~clean).any() and torch.isfinite(loss)

@@ -119,7 +119,7 @@ def training_settings(section: str, values: dict[str, Any]) -> dict[str, Any]:
 _NEUTRAL_DEFAULTS = {"captioner": {"grad_accum": 1, "student_steps": 0, "student_init": "scratch",
                                    "repeat": 0, "student_lr": 0.0},
                      # runs from before the switch existed stopped on a plateau
-                     "continuous": {"plateau_stop": True, "backbone": "distilbert"}}
+                     "continuous": {"plateau_stop": True, "backbone": "distilbert", "settled_words": False}}
 
 
 def run_identity(cfg, name: str, extra: dict | None = None) -> dict[str, Any]:

@@ -26,6 +26,12 @@ caption. Every experiment of the paper is a switch of `ContinuousConfig`:
   the next input afresh from q(x_s | x0_hat) at a lower level s (the inputs
   the network was trained on); or DDIM / DDPM with the samplers of notebook
   02 and, optionally, the clamp of notebook 03.
+* settled words and the commit sampler (the course's, after DDCap and
+  Diffusion Forcing): ``settled_words`` gives a random share of each training
+  caption's words clean, at noise level 0 (the timestep input is then one
+  level per position), and scores the noisy ones; ``sampler="commit"`` fixes
+  the surest words pass by pass, the others re-noised from the last estimate,
+  as DDCap's best-first decoding fixes tokens.
 * backbone (``continuous.backbone``): the paper's DistilBERT (``"distilbert"``, transformers'
   `DistilBertModel`, post-LN) or the course's pre-LN block that DDCap stacks (``"course"``,
   `captioners.backbone`), so that the two diffusion captioners can be compared on one network.
@@ -82,6 +88,8 @@ class ContinuousCaptioner(nn.Module):
 
         if width % heads:
             raise ValueError(f"captioner.width={width} must be divisible by captioner.heads={heads}")
+        if ccfg.settled_words and ccfg.target != "x0":
+            raise ValueError("continuous.settled_words gives some words clean: use continuous.target='x0' with it")
         if ccfg.target == "x_t-n" and ccfg.output == "logits":
             raise ValueError("continuous.target='x_t-n' predicts a noisy vector, not words: use continuous.output="
                              "'regress' with it (the paper's setting)")
@@ -154,7 +162,7 @@ class ContinuousCaptioner(nn.Module):
     # ---- the denoiser -----------------------------------------------------------------------
     def forward(self, x_t: Tensor, t: Tensor, image: Tensor, grid: Tensor | None = None, text: Tensor | None = None,
                 x0_prev: Tensor | None = None, drop: Tensor | None = None) -> dict[str, Tensor]:
-        """x_t (B, L, D), t (B,), image (B, Di), grid (B, P, Dg), text (B, Di) or None;
+        """x_t (B, L, D), t (B,) or per position (B, L), image (B, Di), grid (B, P, Dg), text (B, Di) or None;
         x0_prev (B, L, D) self-conditioning input (None: zeros); drop (B,) bool: use the null image."""
         B, L, _ = x_t.shape
         if drop is not None and drop.any():
@@ -169,8 +177,9 @@ class ContinuousCaptioner(nn.Module):
         else:
             x_in = x_t
         h = self.up(x_in) + self.segment.weight[0]  # (B, L, W)
-        if self.ccfg.timestep_input:
-            h = h + self.time(timestep_embedding(t, self.width))[:, None, :]
+        if self.ccfg.timestep_input:  # one level per caption (B,) or one per position (B, L)
+            temb = self.time(timestep_embedding(t.reshape(-1), self.width)).view(*t.shape, self.width)
+            h = h + (temb[:, None, :] if t.dim() == 1 else temb)
         img = self.cond_norm(self.image_proj(image))  # (B, W)
         txt = self.cond_norm(self.text_proj(text if text is not None else image))  # at sampling the image stands in
         if self.ccfg.fusion == "add":
@@ -221,6 +230,15 @@ class ContinuousCaptioner(nn.Module):
         its [EOS] (at n - 1) and the [PAD]s after it; they enter the network as clean word vectors."""
         return torch.arange(self.max_len, device=n.device)[None] >= (n[:, None] - 1)
 
+    @staticmethod
+    def settled_positions(given: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """(B, L) bool: the words a training caption gives clean (``settled_words``): each caption draws a
+        share r ~ U(0, 1) and each of its own positions (not `given` (B, L)) is settled with probability r,
+        so the network sees every mix from all noisy to all settled, as a committing sampler shows it."""
+        B, L = given.shape
+        share = torch.rand(B, 1, generator=generator, device=given.device)  # (B, 1)
+        return (torch.rand(B, L, generator=generator, device=given.device) < share) & ~given
+
     def loss(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
         """The training loss on a batch {"ids" (B, L), "image", "grid", "text"}; returns (loss, logs)."""
         ids = batch["ids"]
@@ -233,6 +251,12 @@ class ContinuousCaptioner(nn.Module):
         if self.length_head is not None:  # [EOS] and [PAD]s are given, as the sampler will give them
             given = self.given_positions(caption_lengths(ids, self.pad_id))  # (B, L)
             x_t = torch.where(given[..., None], x0, x_t)
+        if self.ccfg.settled_words:  # some words clean, at level 0; the rest at the caption's level t
+            clean = self.settled_positions(given if given is not None else torch.zeros_like(ids, dtype=torch.bool),
+                                           generator)  # (B, L)
+            x_t = torch.where(clean[..., None], x0, x_t)
+            given = clean if given is None else given | clean
+            t = torch.where(given, 0, t[:, None])  # (B, L): every clean position says so
         drop = torch.rand(B, generator=generator, device=dev) < self.ccfg.cond_dropout
         text = batch.get("text") if self.ccfg.text_feature else None
         args = dict(image=batch["image"], grid=batch.get("grid"), text=text, drop=drop)
@@ -301,7 +325,10 @@ class ContinuousCaptioner(nn.Module):
         k = lengths.shape[1]
         rep = {key: v.repeat_interleave(k, 0) for key, v in cond.items()}  # each picture k times, (B k, ...)
         out = self.sample_once(rep, lengths=lengths.reshape(-1), **kw)
-        logp = torch.log_softmax(out["logits"].float(), -1).gather(-1, out["ids"][..., None])[..., 0]  # (B k, L)
+        if "token_logp" in out:  # "commit": each word's log-probability when it was fixed (the last call sees
+            logp = out["token_logp"]  # them all as clean input and would be sure of every one)
+        else:
+            logp = torch.log_softmax(out["logits"].float(), -1).gather(-1, out["ids"][..., None])[..., 0]  # (B k, L)
         own = ~self.given_positions(out["lengths"])  # (B k, L): the positions each candidate denoised
         score = ((logp * own).sum(-1) / own.sum(-1).clamp_min(1)).reshape(B, k)
         best = score.argmax(-1) + torch.arange(B, device=score.device) * k  # (B,) rows of the kept candidates
@@ -426,12 +453,21 @@ class ContinuousCaptioner(nn.Module):
         elif sampler == "ddim":
             final = ddim_sample(model_x0, self.sched, shape, timesteps=steps, prediction="x0", clamp_fn=clamp_fn,
                                 generator=generator, progress=False, device=dev)
+        elif sampler == "commit":
+            if known is not None:
+                raise ValueError("infilling goes through the other samplers; continuous.sampler='commit' does not "
+                                 "take known words")
+            final = None
+            committed, commit_pass, token_logp = self._commit(cond, steps, scale, given, given_ids, state, trajectory,
+                                                              generator)
         elif sampler == "ddpm":
             final = ddpm_sample(model_x0, self.sched, shape, prediction="x0", clamp_fn=clamp_fn,
                                 generator=generator, progress=False, device=dev)
         else:
             raise ValueError(f"continuous.sampler={sampler!r}; allowed: 'feedback', 'renoise', 'ddim', 'ddpm'")
-        if c.output == "logits" and c.target == "x0":
+        if sampler == "commit":
+            ids = committed  # every word as it was fixed
+        elif c.output == "logits" and c.target == "x0":
             ids = state["last_logits"].argmax(-1)  # the last prediction's most likely words
         else:
             ids = nearest_tokens(final, E)  # (B, L) rounding
@@ -440,11 +476,61 @@ class ContinuousCaptioner(nn.Module):
         if given is not None:
             ids = torch.where(given[..., 0], given_ids, ids)
         out = {"ids": ids, "passes": state["calls"], "logits": state["last_logits"]}
+        if sampler == "commit":
+            out.update(commit_pass=commit_pass, token_logp=token_logp)
         if lengths is not None:
             out["lengths"] = lengths
         if trajectory:
             out["trajectory"] = state["traj"]
         return out
+
+
+    @torch.no_grad()
+    def _commit(self, cond: dict, steps: int, scale: float, given: Tensor | None, given_ids: Tensor | None,
+                state: dict, trajectory: bool, generator: torch.Generator | None):
+        """The "commit" sampler: DDCap's best-first decoding carried over to word vectors. Pass k of
+        `steps` noises the words not yet fixed to level t_k = T (1 - k / steps) (from the last x0 estimate;
+        pure noise at k = 0), gives the fixed ones as clean vectors at level 0, and fixes for good the
+        ceil(open / (steps - k)) open positions whose most likely word is surest; the last pass fixes the
+        rest (with more passes than words, one word a pass, and no pass once all are fixed). Returns (ids (B, L), commit_pass (B, L): the pass that fixed each position (-1: given),
+        token_logp (B, L): each word's log-probability when it was fixed (0 where given))."""
+        c, E, T = self.ccfg, self.E, self.sched.T
+        if c.output != "logits" or c.target != "x0":
+            raise ValueError("continuous.sampler='commit' fixes each position's most likely word: it needs "
+                             "continuous.output='logits' and continuous.target='x0'")
+        B, L, dev = cond["image"].shape[0], self.max_len, cond["image"].device
+        done = given[..., 0].clone() if given is not None else torch.zeros(B, L, dtype=torch.bool, device=dev)
+        ids = given_ids.clone() if given is not None else torch.zeros(B, L, dtype=torch.long, device=dev)
+        commit_pass = torch.full((B, L), -1, dtype=torch.long, device=dev)
+        token_logp = torch.zeros(B, L, device=dev)
+        x0_hat = None
+        for k in range(steps):
+            if done.all():  # more passes than words: the rest would fix nothing
+                break
+            t_k = max(1, round(T * (1 - k / steps)))
+            noise = torch.randn(B, L, self.embed_dim, generator=generator, device=dev)
+            noisy = noise if x0_hat is None else q_sample(self.sched, x0_hat, torch.full((B,), t_k, device=dev), noise)
+            x = torch.where(done[..., None], F.embedding(ids, E), noisy)  # (B, L, D)
+            t = torch.where(done, 0, t_k)  # (B, L): the fixed words are clean
+            out = self._guided(x, t, cond, state["prev"], scale)
+            logp = torch.log_softmax(out["logits"].float(), -1)  # (B, L, V)
+            best_logp, best = logp.max(-1)  # (B, L)
+            open_ = ~done
+            take = (open_.sum(-1) + (steps - k) - 1) // (steps - k)  # (B,) ceil(open / passes left)
+            score = best_logp.masked_fill(done, float("-inf"))
+            rank = score.argsort(-1, descending=True).argsort(-1)  # (B, L): 0 = surest open position
+            new = (rank < take[:, None]) & open_
+            ids = torch.where(new, best, ids)
+            token_logp = torch.where(new, best_logp, token_logp)
+            commit_pass = torch.where(new, k, commit_pass)
+            done = done | new
+            x0_hat = torch.where(done[..., None], F.embedding(ids, E), out["x0"])
+            state["prev"] = x0_hat if c.self_condition else None
+            state["calls"] += 1
+            state["last_logits"] = out["logits"]
+            if trajectory:
+                state["traj"].append((t_k, torch.where(done, ids, best).cpu()))
+        return ids, commit_pass, token_logp
 
 
 # ---- building, captioning, training ---------------------------------------------------------
