@@ -112,7 +112,7 @@ CLIP_DIFFUSIONLM_ROWS: tuple[Row, ...] = (
     Row("course, fine grid, course block, AR teacher, from refs", "course",
         {**_FINE_STUDENT, "continuous.backbone": "course"}, {},
         note="with an autoregressive teacher: the row above trained on to the teacher's captions"),
-    # the hypothesis those rows leave: training never mixed settled words with noisy ones (design log)
+    # a hypothesis those rows left: training never mixed settled words with noisy ones (design log: it was not it)
     Row("course, fine grid, settled words, commit 10", "course", _SETTLED, {},
         note="a share of each caption's words given clean in training; 10 passes that fix the surest words"),
     Row("course, fine grid, settled words, commit 10, AR teacher, from refs", "course", _SETTLED_STUDENT, {},
