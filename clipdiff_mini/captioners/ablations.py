@@ -106,6 +106,9 @@ CLIP_DIFFUSIONLM_ROWS: tuple[Row, ...] = (
         note="model of the row above: re-noised to the training inputs at every step, 20 passes"),
     Row("course, fine grid, AR teacher, from refs, 5 passes", "course", _FINE_STUDENT,
         {"continuous.sample_steps": 5, "continuous.length_beam": 1}, note="model of the row above: 5 feed-back passes"),
+    Row("course, fine grid, AR teacher, from refs, commit 24", "course", _FINE_STUDENT,
+        {"continuous.sampler": "commit", "continuous.sample_steps": 24, "continuous.length_beam": 1},
+        note="model of 'course, fine grid, AR teacher, from refs': the surest word fixed at each pass"),
     # the same two trainings on DDCap's pre-LN block instead of DistilBERT: the network, or the continuous formulation?
     Row("course, fine grid, course block", "course", {**_COURSE_FINE, "continuous.backbone": "course"}, {},
         note="DDCap's pre-LN block (captioners/backbone.py) instead of DistilBERT"),
@@ -275,6 +278,8 @@ CLIP_DIFFUSIONLM_PAIRS: tuple[tuple[str, str, str], ...] = (
      "the distilled model: re-noising, 20 passes, instead of 10 feed-back passes x a length beam of 5"),
     ("course, fine grid, AR teacher, from refs", "course, fine grid, AR teacher, from refs, 5 passes",
      "the distilled model: 5 feed-back passes, no length beam"),
+    ("course, fine grid, AR teacher, from refs", "course, fine grid, AR teacher, from refs, commit 24",
+     "the distilled model: fixing the surest word at each pass instead of feed-back"),
     ("course, fine grid", "course, fine grid, course block", "DDCap's pre-LN block instead of DistilBERT"),
     ("course, fine grid, AR teacher, from refs", "course, fine grid, course block, AR teacher, from refs",
      "with the teacher: DDCap's pre-LN block instead of DistilBERT"),
