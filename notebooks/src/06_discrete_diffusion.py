@@ -27,9 +27,13 @@
 #    denoiser of the toy, so that what a sampler does wrong is not
 #    confused with what a model does wrong;
 # 6. trains a tiny **unconditional** masked model on the dataset's captions
-#    in seconds and watches captions appear as the masks fill.
+#    in seconds and watches captions appear as the masks fill;
+# 7. reads an **autoregressive decoder** as a masked model with a fixed
+#    order, and trains the course's decoder, the yardstick of notebooks 07
+#    and 08.
 #
-# No pictures yet: the image enters in notebook 07. The library code is
+# No pictures until section 7: the image enters the masked model in
+# notebook 07. The library code is
 # `clipdiff_mini/diffusion/discrete.py` (process, posterior, loss, samplers),
 # `discrete_toy.py` (the toy with an exact denoiser) and `masked_lm.py` (the
 # small transformer).
@@ -48,7 +52,10 @@
 # * separate what a sampler gets wrong from what a model gets wrong, by
 #   running random-order and best-first sampling with an exact denoiser;
 # * train a tiny unconditional masked model on the captions and estimate its
-#   bound on held-out captions.
+#   bound on held-out captions;
+# * explain why an autoregressive decoder is a masked model with a fixed
+#   order and a causal mask, and check that its prediction at a position
+#   does not read the words after it.
 
 # %%
 import math
@@ -60,6 +67,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from clipdiff_mini.captioners import ar_caption_fn, generate_captions, train_autoregressive
+from clipdiff_mini.captioners.diagnosis import next_token_accuracy
+from clipdiff_mini.captioners.distillation import teacher_config
+from clipdiff_mini.captioners.features import load_captioning_data
 from clipdiff_mini.config import get_config
 from clipdiff_mini.data import build_tokenizer, load_split, parse_caption
 from clipdiff_mini.diffusion import discrete as dd
@@ -79,7 +90,9 @@ MC_SAMPLES = None  # Monte Carlo size of the checks; None: 20,000 in ci, 100,000
 # %%
 cfg = get_config(PROFILE)
 set_seed(cfg.seed)
-# Tiny tensors and many small steps: one CPU thread is faster than two on a shared 2-core machine.
+# Tiny tensors and many small steps: one CPU thread is faster than two on a shared 2-core machine
+# (section 7's decoder, a larger model, gets the threads back).
+THREADS = torch.get_num_threads()
 torch.set_num_threads(1)
 log = ResultLog(cfg, "06_discrete_diffusion")
 t_start = time.perf_counter()
@@ -727,6 +740,73 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# ## 7. Left to right: the autoregressive decoder as a masked model
+#
+# An autoregressive decoder factorises a caption's probability as
+# $p(x) = \prod_i p(x_i \mid x_{<i})$. Read with this notebook's eyes it is
+# a masked model with a **fixed order and a fixed schedule**: at step $i$
+# the positions from $i$ on are masked, and position $i$ is revealed next.
+# Two things follow.
+#
+# * A position never needs to see the masked positions after it, so the
+#   attention can be **causal**, and then one forward pass gives the loss of
+#   every step at once: every position of every caption is a training
+#   target at every training step. A masked model learns only the positions
+#   its random ratio happened to hide, and must learn every order at once.
+# * The price is the order: the decoder commits to the first word first,
+#   and cannot revise it. Best-first decoding (section 5) chooses its order
+#   from the model's confidence instead.
+#
+# **Check 8**: the decoder's prediction at position $i$ does not depend on
+# the words after $i$. Replace every word after position `I_CHECK` by a
+# random one: the logits up to it stay the same (to float precision), the
+# later ones change.
+#
+# The decoder trained here is the course's (`captioners/autoregressive.py`):
+# the width and depth of the captioners of notebooks 05 and 07, conditioned
+# on notebook 04's CLIP, the pooled vector and the 4x4 grid, as prefix
+# tokens in front of the caption (ClipCap's way). Notebook 07 compares the
+# masked model's token accuracy with it, and notebook 08 compares it with
+# both diffusion captioners and uses it as DDCap's teacher: both load the
+# checkpoint saved here.
+
+# %%
+torch.set_num_threads(THREADS)  # a width-96 model with 17 prefix tokens: both cores pay off here
+ar_cfg = teacher_config(cfg)  # the decoder notebooks 07 and 08 load
+ar_data = load_captioning_data(ar_cfg, progress=False)
+t0 = time.perf_counter()
+ar_model, ar_record = train_autoregressive(ar_cfg, ar_data, progress=True)
+ar_model.eval()
+best = ar_record["best"]
+print(f"autoregressive decoder: {sum(p.numel() for p in ar_model.parameters()) / 1e6:.2f} M parameters, "
+      f"{ar_record['steps']} steps{' (loaded)' if ar_record['resumed'] else ''}, "
+      f"{ar_record['train_seconds']:.0f} s of training ({time.perf_counter() - t0:.0f} s here); best on val at "
+      f"step {best['step']}: scene accuracy {best['scene_accuracy']:.3f}")
+log.add("autoregressive train seconds", round(ar_record["train_seconds"], 1), steps=ar_record["steps"],
+        best_step=best["step"], best_val_scene_accuracy=round(best["scene_accuracy"], 4))
+
+# %%
+I_CHECK = 3
+ar_val = ar_data["val"]
+ar_tok = ar_val.tokenizer
+ids8, rows8 = ar_val.ids[:32], ar_val.owner[:32]  # (32, L) val references and their pictures
+changed = ids8.clone()
+changed[:, I_CHECK + 1:] = torch.randint(4, ar_tok.vocab_size, changed[:, I_CHECK + 1:].shape, generator=gen)
+with torch.no_grad():
+    before = ar_model(ids8, ar_val.image[rows8], ar_val.grid[rows8])  # (32, L, V)
+    after = ar_model(changed, ar_val.image[rows8], ar_val.grid[rows8])
+change = (before - after).nan_to_num(0.0).abs()  # (32, L, V); words it never writes are -inf in both
+up_to, later = float(change[:, :I_CHECK + 1].max()), float(change[:, I_CHECK + 1:].max())
+print(f"check 8: largest change of the logits at positions <= {I_CHECK}: {up_to:.1e}; after it: {later:.2f}")
+assert up_to < 1e-4 < later
+next_acc = next_token_accuracy(ar_model, ar_val)
+print(f"teacher-forced next-word accuracy on val references: {next_acc:.3f}")
+log.add("autoregressive next-token accuracy", round(next_acc, 4))
+few = ar_val.subset(6)
+for image_id, caption in generate_captions(ar_model, ar_caption_fn(ar_tok), few).items():
+    print(f"  picture {image_id}: {caption}")
+
+# %% [markdown]
 # ## Summary
 #
 # * Masked diffusion hides tokens behind `[MASK]` with a schedule; its
@@ -737,6 +817,8 @@ plt.show()
 #   meets the data entropy.
 # * Random-order and best-first samplers fill the masks back; best-first
 #   writes the sentence frame first and the content words last.
+# * An autoregressive decoder is the masked model with a fixed left-to-right
+#   order: its causal mask lets one pass train every position.
 #
 # What this run measured:
 
@@ -747,6 +829,8 @@ print("\n".join([
     f"- The tiny masked model: held-out bound {bound:.3f} ± {bound_se:.3f} nats per token, against {unigram:.3f} for "
     f"word frequencies and {positional:.3f} for word frequencies by position.",
     "- Well-formed samples: " + ", ".join(f"{name} {r['wf']:.2f}" for name, r in results.items()) + ".",
+    f"- The autoregressive decoder: {ar_record['steps']} steps, best val scene accuracy {best['scene_accuracy']:.3f} "
+    f"at step {best['step']}, next-word accuracy {next_acc:.3f}.",
 ]))
 
 # %% [markdown]

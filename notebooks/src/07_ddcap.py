@@ -32,8 +32,8 @@
 # 7. measures quality against speed (tokens per step, guidance);
 # 8. shows the rerun of Table 1 and discusses it;
 # 9. measures why the model trained on the references repeats objects
-#    (section 11), with the autoregressive decoder of notebook 08, trained
-#    here, as the point of comparison, and what each lever changes
+#    (section 11), with the autoregressive decoder of notebook 06
+#    (section 7) as the point of comparison, and what each lever changes
 #    (section 12). That decoder is also the teacher of the standard
 #    remedy, distillation, which notebook 08 trains.
 
@@ -525,9 +525,10 @@ print("\n".join(lines))
 # 3. five decoding orders, with the predicted length and a reference's;
 # 4. what the model can predict at each mask ratio, teacher-forced, beside
 #    what the autoregressive decoder predicts of the next word. That
-#    decoder (notebook 08's, of the same width and depth, reading the same
-#    grid as prefix tokens) trains here, for its own step budget
-#    `autoregressive.train_steps`.
+#    decoder (notebook 06's, of the same width and depth, reading the same
+#    grid as prefix tokens, trained for its own step budget
+#    `autoregressive.train_steps`) is loaded here; without its checkpoint
+#    it trains here.
 #
 # The standard remedy, **sequence-level knowledge distillation** (Kim and
 # Rush 2016; Zhou, Gu and Neubig 2020; Mask-Predict trains on distilled
@@ -622,14 +623,14 @@ for name, m in remedy.items():
 ratios = [0.1, 0.25, 0.5, 0.75, 1.0]
 masked_acc = masked_token_accuracy(model, val, ratios)
 t0 = time.perf_counter()
-ar_cfg = teacher_config(cfg)  # the decoder notebook 08 compares and DDCap's teacher there
+ar_cfg = teacher_config(cfg)  # notebook 06's decoder (loaded), DDCap's teacher in notebook 08
 ar_data = load_captioning_data(ar_cfg, progress=False)
 ar_model, ar_record = train_autoregressive(ar_cfg, ar_data)
 print(f"autoregressive decoder: {ar_record['steps']} steps in {ar_record['train_seconds']:.0f} s (best on val at "
       f"step {ar_record['best']['step']}: scene accuracy {ar_record['best']['scene_accuracy']:.3f}); "
       f"{time.perf_counter() - t0:.0f} s here")
 log.add("autoregressive train seconds", round(ar_record["train_seconds"], 1), steps=ar_record["steps"],
-        best_step=ar_record["best"]["step"])
+        best_step=ar_record["best"]["step"], loaded=ar_record["resumed"])
 next_acc = next_token_accuracy(ar_model, ar_data["val"])
 fig, ax = plt.subplots(figsize=(6, 3.2))
 ax.plot(ratios, [masked_acc[r] for r in ratios], marker="o", label="DDCap, references")
