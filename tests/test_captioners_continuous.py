@@ -67,7 +67,7 @@ def test_shapes_and_fusions(fusion, output):
 
 def test_add_fusion_equals_adding_the_projected_feature_by_hand():
     cfg = tiny_cfg(**{"continuous.fusion": "add", "continuous.self_condition": False, "continuous.output": "regress",
-                      "continuous.timestep_input": False})
+                      "continuous.timestep_input": False, "continuous.backbone": "distilbert"})
     data = fake_split(cfg, n=4)
     model = build_continuous_captioner(cfg, data).eval()
     x = torch.randn(2, data.ids.shape[1], 8)
@@ -473,7 +473,8 @@ def test_course_backbone_trains_samples_and_keys_apart_from_distilbert():
     out = model.eval().sample({"image": batch["image"][:2], "grid": batch["grid"][:2]}, sampler="feedback", steps=3)
     assert out["ids"].shape == (2, data.ids.shape[1]) and out["passes"] == 3 * cfg.continuous.length_beam
     # the paper's backbone keeps the run identity it had before the switch existed; the course's is another run
-    paper = run_identity(tiny_cfg(), "m", {"continuous": vars(tiny_cfg().continuous)})
+    distil = tiny_cfg(**{"continuous.backbone": "distilbert"})
+    paper = run_identity(distil, "m", {"continuous": vars(distil.continuous)})
     course = run_identity(cfg, "m", {"continuous": vars(cfg.continuous)})
     assert "backbone" not in paper["continuous"] and course["continuous"]["backbone"] == "course"
 

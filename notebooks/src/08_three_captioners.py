@@ -26,7 +26,7 @@
 # This notebook
 #
 # 1. loads CLIP-DiffusionLM (notebook 05) and the autoregressive decoder
-#    (notebook 07 trained it), then trains DDCap on the decoder's captions,
+#    (notebook 06 trained it), then trains DDCap on the decoder's captions,
 #    starting from notebook 07's model;
 # 2. shows why: **sequence-level distillation**, the standard remedy for the
 #    repeats notebook 07 diagnosed, measured against notebook 07's model;
@@ -125,7 +125,7 @@ over = {"captioner.train_minutes": TRAIN_MINUTES, "captioner.train_steps": TRAIN
         "autoregressive.train_steps": AR_STEPS, "captioner.student_steps": STUDENT_STEPS,
         "captioner.student_init": STUDENT_INIT}
 cfg = get_config(PROFILE, over)
-cfg_c = cfg  # CLIP-DiffusionLM as notebook 05 trains it (the profile's grid)
+cfg_c = get_config(PROFILE, {**over, "captioner.grid": "fine"})  # CLIP-DiffusionLM as notebook 05 trains it
 cfg_d = get_config(PROFILE, {**over, "captioner.grid": "fine", "captioner.targets": DDCAP_TARGETS})  # as notebook 07
 cfg_a = get_config(PROFILE, {**over, "captioner.grid": AR_GRID, "autoregressive.conditioning": AR_CONDITIONING})
 set_seed(cfg.seed)
@@ -147,8 +147,7 @@ print(f"grids: CLIP-DiffusionLM {cfg_c.captioner.grid!r}, DDCap {cfg_d.captioner
 # ## 1. Three models, one training loop
 #
 # Each model reads the CLIP grid its notebook chose: CLIP-DiffusionLM the
-# profile's grid (on a laptop the pooled vector alone, which did better than
-# the grid in the budget runs of `docs/design_log.md`), DDCap the 4x4 grid as
+# 4x4 grid through its own tokens (notebook 05), DDCap the 4x4 grid as
 # prefix tokens in self-attention (notebook 07, section 12), and the
 # autoregressive decoder, by the parameter `AR_GRID` (default the 4x4 grid,
 # the same features as DDCap), as prefix tokens in front of the caption
@@ -164,7 +163,7 @@ print(f"grids: CLIP-DiffusionLM {cfg_c.captioner.grid!r}, DDCap {cfg_d.captioner
 # the decoder, which learns from every position of every caption at each
 # step, and `captioner.student_steps` for the distilled DDCap, which
 # starts from notebook 07's model. The decoder comes first: it is DDCap's
-# teacher (notebook 07 trained it; a missing checkpoint trains here).
+# teacher (notebook 06 trained it; a missing checkpoint trains here).
 
 # %%
 t0 = time.perf_counter()
