@@ -504,13 +504,14 @@ class ContinuousCaptioner(nn.Module):
         commit_pass = torch.full((B, L), -1, dtype=torch.long, device=dev)
         token_logp = torch.zeros(B, L, device=dev)
         x0_hat = None
+        clean = F.embedding(ids, E)  # (B, L, D): the word vectors of the fixed (and given) positions
         for k in range(steps):
             if done.all():  # more passes than words: the rest would fix nothing
                 break
             t_k = max(1, round(T * (1 - k / steps)))
             noise = torch.randn(B, L, self.embed_dim, generator=generator, device=dev)
             noisy = noise if x0_hat is None else q_sample(self.sched, x0_hat, torch.full((B,), t_k, device=dev), noise)
-            x = torch.where(done[..., None], F.embedding(ids, E), noisy)  # (B, L, D)
+            x = torch.where(done[..., None], clean, noisy)  # (B, L, D)
             t = torch.where(done, 0, t_k)  # (B, L): the fixed words are clean
             out = self._guided(x, t, cond, state["prev"], scale)
             logp = torch.log_softmax(out["logits"].float(), -1)  # (B, L, V)
@@ -524,7 +525,8 @@ class ContinuousCaptioner(nn.Module):
             token_logp = torch.where(new, best_logp, token_logp)
             commit_pass = torch.where(new, k, commit_pass)
             done = done | new
-            x0_hat = torch.where(done[..., None], F.embedding(ids, E), out["x0"])
+            clean = F.embedding(ids, E)
+            x0_hat = torch.where(done[..., None], clean, out["x0"])
             state["prev"] = x0_hat if c.self_condition else None
             state["calls"] += 1
             state["last_logits"] = out["logits"]
