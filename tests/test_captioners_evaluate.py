@@ -139,3 +139,19 @@ def test_plot_errors_draws_one_bar_per_kind_and_per_scene_size():
     kinds, sizes = fig.axes
     assert [p.get_width() for p in kinds.patches] == [0.25, 0.5]
     assert [p.get_height() for p in sizes.patches] == [1.0, 0.4, 0.1]
+
+
+def test_plot_token_accuracy_draws_each_curve_and_the_next_word_line(capsys):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from clipdiff_mini.captioners.display import plot_token_accuracy
+
+    curves = {"a": {1.0: 0.2, 0.1: 0.9, 0.5: 0.5}, "b": {0.5: 0.6, 0.1: 0.95, 1.0: 0.3}}
+    ax = plot_token_accuracy(curves, 0.8)
+    lines = ax.get_lines()
+    assert [list(line.get_xdata()) for line in lines[:2]] == [[0.1, 0.5, 1.0]] * 2  # ratios in order
+    assert [list(line.get_ydata()) for line in lines[:2]] == [[0.9, 0.5, 0.2], [0.95, 0.6, 0.3]]
+    assert list(lines[2].get_ydata()) == [0.8, 0.8]  # the decoder's horizontal line
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split()[-3:] == ["0.900", "0.500", "0.200"] and out[-1].endswith("0.800")

@@ -33,6 +33,27 @@ def plot_training(record: dict, title: str = "", ax=None):
     return ax
 
 
+def plot_token_accuracy(curves: dict[str, dict[float, float]], next_word: float, ax=None):
+    """Masked models' teacher-forced accuracy at each mask ratio ({label: {ratio: accuracy}}) against
+    the autoregressive decoder's next-word accuracy (a dashed line); prints the same numbers."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.2))
+    ratios = sorted(next(iter(curves.values())))
+    for label, acc in curves.items():
+        ax.plot(ratios, [acc[r] for r in ratios], marker="o", label=label)
+    ax.axhline(next_word, color="k", ls="--", label="autoregressive: next word")
+    ax.set(xlabel="mask ratio", ylabel="token accuracy (val references)", ylim=(0, 1.02))
+    ax.legend(fontsize=8)
+    width = max(len("mask ratio"), *(len(label) for label in curves))
+    print(f"{'mask ratio':{width}s}  " + "  ".join(f"{r:5.2f}" for r in ratios))
+    for label, acc in curves.items():
+        print(f"{label:{width}s}  " + "  ".join(f"{acc[r]:5.3f}" for r in ratios))
+    print(f"autoregressive next-word accuracy: {next_word:.3f}")
+    return ax
+
+
 def caption_grid(images, generated: Sequence[str], references: Sequence[str], verdicts: Sequence[bool] | None = None,
                  ncols: int = 4, title: str = ""):
     """Pictures (N, 3, H, W) uint8 with the generated caption (green: all true, red: not) and one reference."""

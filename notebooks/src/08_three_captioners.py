@@ -74,7 +74,7 @@ from clipdiff_mini.captioners.ddcap import ddcap_caption_fn
 from clipdiff_mini.captioners.diagnosis import masked_token_accuracy, next_token_accuracy
 from clipdiff_mini.captioners.distillation import references_config, teacher_config
 from clipdiff_mini.captioners.decoding import decode_captions, print_trajectory, repeat_rate
-from clipdiff_mini.captioners.display import compare_grid, plot_commit_order, plot_training
+from clipdiff_mini.captioners.display import compare_grid, plot_commit_order, plot_token_accuracy, plot_training
 from clipdiff_mini.captioners.infilling import (candidate_fills, condition_of, encode_items, fill_ar_prefix,
                                                 fill_ar_ranked, fill_continuous, fill_ddcap, infill_items,
                                                 score_fills)
@@ -281,17 +281,9 @@ if distilled:
     masked_refs = masked_token_accuracy(refs_model, data_d["val"], ratios)
     masked_student = masked_token_accuracy(student, data_d["val"], ratios)
     next_acc = next_token_accuracy(teacher, data_t["val"])
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.plot(ratios, [masked_refs[r] for r in ratios], marker="o", label="DDCap, references")
-    ax.plot(ratios, [masked_student[r] for r in ratios], marker="o", label="DDCap, autoregressive teacher")
-    ax.axhline(next_acc, color="k", ls="--", label="autoregressive: next word")
-    ax.set(xlabel="mask ratio", ylabel="token accuracy (val references)", ylim=(0, 1.02))
-    ax.legend(fontsize=8)
+    plot_token_accuracy({"DDCap, references": masked_refs, "DDCap, autoregressive teacher": masked_student},
+                        next_acc)
     plt.show()
-    print("mask ratio  " + "  ".join(f"{r:5.2f}" for r in ratios))
-    print("references  " + "  ".join(f"{masked_refs[r]:5.3f}" for r in ratios))
-    print("distilled   " + "  ".join(f"{masked_student[r]:5.3f}" for r in ratios))
-    print(f"autoregressive next-word accuracy: {next_acc:.3f}")
     log.add("masked token accuracy at ratio 1 (references)", round(masked_refs[1.0], 4))
     log.add("masked token accuracy at ratio 1 (distilled)", round(masked_student[1.0], 4))
     log.add("autoregressive next-token accuracy", round(next_acc, 4))
