@@ -62,9 +62,10 @@ def test_the_reader_sees_their_own_run_before_the_reference_run(tmp_path):
 
 def test_lever_pairs_name_rows_of_the_lever_table():
     from clipdiff_mini.captioners.ablations import (CLIP_DIFFUSIONLM_PAIRS, CLIP_DIFFUSIONLM_ROWS, DDCAP_LEVER_ROWS,
-                                                    LEVER_PAIRS)
+                                                    DDCAP_PAIRS, DDCAP_ROWS, LEVER_PAIRS)
 
-    for rows, pairs in ((DDCAP_LEVER_ROWS, LEVER_PAIRS), (CLIP_DIFFUSIONLM_ROWS, CLIP_DIFFUSIONLM_PAIRS)):
+    for rows, pairs in ((DDCAP_LEVER_ROWS, LEVER_PAIRS), (CLIP_DIFFUSIONLM_ROWS, CLIP_DIFFUSIONLM_PAIRS),
+                        (DDCAP_ROWS, DDCAP_PAIRS)):
         names = {r.name for r in rows}
         for a, b, _ in pairs:
             assert a in names and b in names, (a, b)

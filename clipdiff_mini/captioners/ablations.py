@@ -269,6 +269,18 @@ LEVER_PAIRS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# The comparisons notebook 07 prints under DDCap's Table 1: each course row against row g.
+DDCAP_PAIRS: tuple[tuple[str, str, str], ...] = (
+    ("a", "g", "all four tricks against none"),
+    ("g", "g, s=1", "no guidance at sampling (the same model)"),
+    ("g", "g, K=2", "two tokens committed per call (the same model)"),
+    ("g", "g, pooled only", "the pooled vector alone, no spatial grid"),
+    ("g", "g, 2x2 grid", "the coarse 2x2 grid instead of the 4x4 one"),
+    ("g", "g, 1/t weights", "MDLM's 1/t-weighted bound instead of the plain cross-entropy"),
+    ("g", "g, prefix", "the memory as prefix tokens instead of cross-attention"),
+    ("g", "g, AR teacher", "trained on the autoregressive teacher's captions"),
+)
+
 # The comparisons notebook 05 prints from CLIP-DiffusionLM's table.
 CLIP_DIFFUSIONLM_PAIRS: tuple[tuple[str, str, str], ...] = (
     ("paper", "course", "the course's recipe instead of the paper's"),
