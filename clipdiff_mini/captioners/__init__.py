@@ -3,6 +3,7 @@ share. May import every lower part: core, data, evaluation, diffusion, clip.
 
 Modules:
 
+- ``base``       -- what every captioner is (`Captioner`: loss and sample) and the glue they share (heads, guidance)
 - ``features``   -- a split as captioners see it: CLIP features (pooled, grid, text) and caption token ids
 - ``training``   -- the one training loop: progress, validation on val, best weights, resumable checkpoints,
   several processes (DDP), mixed precision on CUDA

@@ -55,6 +55,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from clipdiff_mini.captioners.base import check_heads
 from clipdiff_mini.captioners.decoding import sampling_caption_fn
 from clipdiff_mini.captioners.training import architecture, captioner_seed, train_captioner
 
@@ -164,8 +165,7 @@ class ARCaptioner(nn.Module):
     def __init__(self, vocab_size: int, max_len: int, image_dim: int, grid_dim: int, acfg, *, width: int,
                  layers: int, heads: int, dropout: float = 0.0, n_grid: int = 0, special_ids: dict[str, int]):
         super().__init__()
-        if width % heads:
-            raise ValueError(f"captioner.width={width} must be divisible by captioner.heads={heads}")
+        check_heads(width, heads)
         if acfg.conditioning not in ("prefix", "cross"):
             raise ValueError(f"autoregressive.conditioning={acfg.conditioning!r}; allowed: 'prefix', 'cross'")
         self.acfg, self.vocab_size, self.max_len, self.width = acfg, vocab_size, max_len, width

@@ -62,6 +62,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from clipdiff_mini.captioners.backbone import Block
+from clipdiff_mini.captioners.base import check_heads, every_row_image_free, guidance_mix, image_free_rows
 from clipdiff_mini.captioners.length import LengthHead, caption_lengths
 from clipdiff_mini.diffusion.gaussian_diffusion import eps_from_x0, q_sample
 from clipdiff_mini.diffusion.noise_schedules import make_schedule
@@ -86,8 +87,7 @@ class ContinuousCaptioner(nn.Module):
         super().__init__()
         from transformers import DistilBertConfig, DistilBertModel
 
-        if width % heads:
-            raise ValueError(f"captioner.width={width} must be divisible by captioner.heads={heads}")
+        check_heads(width, heads)
         if ccfg.settled_words and ccfg.target != "x0":
             raise ValueError("continuous.settled_words gives some words clean: use continuous.target='x0' with it")
         if ccfg.target == "x_t-n" and ccfg.output == "logits":
@@ -257,7 +257,7 @@ class ContinuousCaptioner(nn.Module):
             x_t = torch.where(clean[..., None], x0, x_t)
             given = clean if given is None else given | clean
             t = torch.where(given, 0, t[:, None])  # (B, L): every clean position says so
-        drop = torch.rand(B, generator=generator, device=dev) < self.ccfg.cond_dropout
+        drop = image_free_rows(B, self.ccfg.cond_dropout, generator, dev)
         text = batch.get("text") if self.ccfg.text_feature else None
         args = dict(image=batch["image"], grid=batch.get("grid"), text=text, drop=drop)
         x0_prev = None
@@ -299,10 +299,10 @@ class ContinuousCaptioner(nn.Module):
         out = self(x, t, image=cond["image"], grid=cond.get("grid"), x0_prev=x0_prev)
         if scale == 1.0:
             return out
-        drop = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        drop = every_row_image_free(x.shape[0], x.device)
         un = self(x, t, image=cond["image"], grid=cond.get("grid"), x0_prev=x0_prev, drop=drop)
         key = "logits" if self.ccfg.output == "logits" else "x0"
-        mixed = un[key] + scale * (out[key] - un[key])
+        mixed = guidance_mix(out[key], un[key], scale)
         if key == "logits":
             return {"logits": mixed, "x0": torch.softmax(mixed, -1) @ self.E}
         return {"x0": mixed, "logits": self.word_logits(mixed)}

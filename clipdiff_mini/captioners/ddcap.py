@@ -60,6 +60,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from clipdiff_mini.captioners.backbone import Block
+from clipdiff_mini.captioners.base import check_heads, every_row_image_free, guidance_mix, image_free_rows
 from clipdiff_mini.captioners.length import LengthHead, caption_lengths
 from clipdiff_mini.diffusion.discrete import (ancestral_step, carry_over_log_probs, mask_elbo_weight, mask_schedule,
                                               remask_least_confident, unmask_ordered)
@@ -82,8 +83,7 @@ class DDCapCaptioner(nn.Module):
     def __init__(self, vocab_size: int, max_len: int, image_dim: int, grid_dim: int, n_grid: int, dcfg, *,
                  pad_id: int, mask_id: int, width: int, layers: int, heads: int, dropout: float = 0.0):
         super().__init__()
-        if width % heads:
-            raise ValueError(f"captioner.width={width} must be divisible by captioner.heads={heads}")
+        check_heads(width, heads)
         self.dcfg, self.vocab_size, self.max_len, self.width = dcfg, vocab_size, max_len, width
         self.pad_id, self.mask_id = pad_id, mask_id
         self.sched = mask_schedule(dcfg.timesteps, dcfg.schedule)
@@ -198,7 +198,7 @@ class DDCapCaptioner(nn.Module):
         dev = ids.device
         t = torch.randint(1, self.sched.T + 1, (B,), generator=generator, device=dev)  # (B,)
         x_t = self.corrupt(ids, t, generator)
-        drop = torch.rand(B, generator=generator, device=dev) < self.dcfg.image_free_p
+        drop = image_free_rows(B, self.dcfg.image_free_p, generator, dev)
         logits = self(x_t, t, batch["image"], batch.get("grid"), drop)
         masked = x_t == self.mask_id  # (B, L)
         logp = torch.log_softmax(logits.float(), -1)
@@ -228,7 +228,7 @@ class DDCapCaptioner(nn.Module):
         B = cond["image"].shape[0]
         null = None
         if scale != 1.0:
-            drop = torch.ones(B, dtype=torch.bool, device=cond["image"].device)
+            drop = every_row_image_free(B, cond["image"].device)
             null = self.memory_kv(cond["image"], cond.get("grid"), drop)
         return {"image": self.memory_kv(cond["image"], cond.get("grid")), "null": null}
 
@@ -241,10 +241,10 @@ class DDCapCaptioner(nn.Module):
         logits, weights = out if need_weights else (out, None)
         logp = torch.log_softmax(logits.float(), -1)
         if scale != 1.0:
-            drop = torch.ones(x_t.shape[0], dtype=torch.bool, device=x_t.device)
+            drop = every_row_image_free(x_t.shape[0], x_t.device)
             kv = cache["null"] if cache is not None else None
             null = torch.log_softmax(self(x_t, t, cond["image"], cond.get("grid"), drop, memory_kv=kv).float(), -1)
-            logp = null + scale * (logp - null)
+            logp = guidance_mix(logp, null, scale)
         return carry_over_log_probs(logp, x_t, self.mask_id), weights
 
     @torch.no_grad()

@@ -1,11 +1,9 @@
 """One training loop for every captioner (notebooks 05, 07, 08, 09), in one process or several.
 
-A captioner is an `nn.Module` with
-
-* ``loss(batch, generator) -> (loss tensor, logs dict)`` on a batch
-  ``{"ids" (B, L), "image" (B, D), "grid" (B, P, W), "text" (B, D)}``;
-* ``caption(cond, generator) -> list[str]`` wrapped by the caller as
-  ``caption_fn(model, cond) -> list[str]`` for validation.
+A captioner is an `nn.Module` with the interface of `captioners.base.Captioner`:
+``loss(batch, generator) -> (loss tensor, logs dict)`` trains it, and validation
+captions through ``caption_fn(model, cond) -> list[str]`` (the registry's, around
+the model's ``sample``).
 
 `train_captioner` draws random caption rows, steps AdamW under a warm-up
 plus linear/cosine learning-rate schedule, clips gradients, shows a progress
