@@ -35,7 +35,7 @@ from clipdiff_mini.captioners.evaluate import (accuracy_by_objects, error_profil
                                                generate_captions, most_frequent_caption, nearest_neighbour_captions, trivial_captions)
 from clipdiff_mini.captioners.features import SplitFeatures, load_captioning_data
 from clipdiff_mini.captioners.checkpoints import CheckpointMismatch, TrainedCaptioner, load_trained
-from clipdiff_mini.captioners.registry import CAPTIONERS, available_captioners, get_spec
+from clipdiff_mini.captioners.registry import CAPTIONERS, get_spec
 from clipdiff_mini.captioners.training import train_captioner
 
 __all__ = ["ARCaptioner", "ar_caption_fn", "build_ar_captioner", "train_autoregressive",
@@ -43,4 +43,4 @@ __all__ = ["ARCaptioner", "ar_caption_fn", "build_ar_captioner", "train_autoregr
            "DDCapCaptioner", "build_ddcap_captioner", "ddcap_caption_fn", "train_ddcap", "accuracy_by_objects", "error_profile", "evaluate_captions", "generate_captions", "most_frequent_caption",
            "nearest_neighbour_captions", "trivial_captions", "SplitFeatures", "load_captioning_data",
            "train_captioner", "CheckpointMismatch", "TrainedCaptioner", "load_trained", "CAPTIONERS",
-           "available_captioners", "get_spec"]
+           "get_spec"]

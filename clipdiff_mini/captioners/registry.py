@@ -1,17 +1,15 @@
 """Every captioner of the course by name: where its code lives and how to build it.
 
     spec = get_spec("clip_diffusionlm")
-    spec.available()              # False while its module is not written yet
     build = spec.load("build")    # build(cfg, train_features) -> nn.Module
     make_fn = spec.load("caption_fn")  # make_fn(tokenizer, **kw) -> caption_fn(model, cond)
 
-The functions are named by module path and looked up on first use (lazy
-imports), so an entry may name a module that does not exist yet: it becomes
-usable the moment the module lands, and `available()` says whether it has.
-Adding a captioner is one line in `CAPTIONERS`. Its module provides, like
+The functions are named by module path and imported on first use, so that
+naming a captioner does not import torch models it does not need. Adding a
+captioner is one line in `CAPTIONERS`. Its module provides, like
 `clipdiff_mini.captioners.continuous` does:
 
-* ``build(cfg, train) -> model`` with ``model.loss(batch, generator)`` and ``model.sample(cond, ...)``;
+* ``build(cfg, train) -> model``, a `captioners.base.Captioner` (``loss`` and ``sample``);
 * ``caption_fn(tokenizer, **kw) -> caption_fn(model, cond) -> list[str]``;
 * ``train(cfg, data, progress=, resume=, name=) -> (model, record)``, which trains
   through `clipdiff_mini.captioners.training.train_captioner`;
@@ -21,7 +19,6 @@ and owns the config section `section` (its settings, part of the run's identity)
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -41,25 +38,9 @@ class CaptionerSpec:
     # config -> keyword arguments of caption_fn beyond the tokenizer (e.g. CLIP-DiffusionLM's drop_repeats)
     caption_kw: Callable[[Any], dict] = lambda cfg: {}
 
-    def available(self) -> bool:
-        """Whether the module exists (it may still be being written)."""
-        try:
-            return importlib.util.find_spec(self.module) is not None
-        except ModuleNotFoundError:
-            return False
-
     def load(self, what: str) -> Callable:
         """The function `what` ("build", "caption_fn" or "train"), imported now."""
-        if not self.available():
-            raise NotImplementedError(f"the captioner {self.name!r} is registered but its module {self.module} "
-                                      "does not exist yet; available now: " + ", ".join(available_captioners()))
         return getattr(importlib.import_module(self.module), getattr(self, what))
-
-    def key_extra(self, cfg) -> dict:
-        """The model's own settings, part of its runs' identity: ``{section: settings}``."""
-        from dataclasses import asdict
-
-        return {self.section: asdict(getattr(cfg, self.section))} if hasattr(cfg, self.section) else {}
 
     def with_sampling(self, model, cfg):
         """`model` sampling with the switches of `cfg`'s section (the sampling-only ones may differ from
@@ -87,8 +68,3 @@ def get_spec(name: str) -> CaptionerSpec:
     if name not in CAPTIONERS:
         raise ValueError(f"unknown captioner {name!r}; known: {', '.join(CAPTIONERS)}")
     return CAPTIONERS[name]
-
-
-def available_captioners() -> list[str]:
-    """Names of the registered captioners whose module exists."""
-    return [n for n, s in CAPTIONERS.items() if s.available()]
