@@ -516,6 +516,23 @@ else:
 print("rows of the full table:", [r.name for r in CLIP_DIFFUSIONLM_ROWS])
 
 # %% [markdown]
+# **How the course's recipe was found**: the recipe table adds one lever
+# per row to the plain word-logit model, each row trained for the same
+# 3,000 steps on DistilBERT and scored with five feed-back passes unless
+# the row says otherwise (`python -m clipdiff_mini.captioners.ablations
+# clip_diffusionlm_recipe --profile laptop`, seven trainings). The
+# conclusions below read it; a row's step is worth trusting only when it is
+# larger than the spread of two trainings.
+
+# %%
+recipe_table = table_for_reader("clip_diffusionlm_recipe", cfg.path("output_dir"))
+if recipe_table is not None:
+    print(f"from {recipe_table[0]}:\n")
+    print(recipe_table[1])
+else:
+    print("no recipe table yet (yours or committed in results/): run the command above")
+
+# %% [markdown]
 # ## 10. Evaluation leakage in the paper's split
 #
 # The paper split its data over *caption rows*: a picture's five captions
