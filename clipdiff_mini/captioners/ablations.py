@@ -167,6 +167,8 @@ RECIPE_ROWS: tuple[Row, ...] = (
     Row("+ length beam 5", "recipe", _R3, {**_FEEDBACK5, "continuous.length_beam": 5}, note="25 passes"),
     Row("+ length beam 5, 10 passes", "recipe", _R3, {"continuous.sampler": "feedback", "continuous.sample_steps": 10,
                                                        "continuous.length_beam": 5}, note="50 passes"),
+    Row("+ length beam 5, repeat 1", "recipe", {**_R3, "captioner.repeat": 1},
+        {**_FEEDBACK5, "continuous.length_beam": 5}, note="row '+ length beam 5' with other random draws (the spread)"),
     Row("+ AR teacher, length beam 5", "recipe", {**_R3, "captioner.targets": "autoregressive"},
         {**_FEEDBACK5, "continuous.length_beam": 5},
         note="with an autoregressive teacher: trained on its captions (sequence-level distillation)"),
