@@ -163,7 +163,8 @@ class CaptionerConfig:
     heads: int = 4
     dropout: float = 0.0
     grid: str = "none"  # CLIP spatial grid beside the pooled vector: "fine" (4x4 at 64 px), "coarse" (2x2), "none"
-    # ("fine" costs 16 extra tokens per step: fewer steps in a laptop budget; measured worse there, notebook 05)
+    # ("fine" costs 16 extra tokens per step; notebooks 05, 07 and the decoder set it, having measured it at
+    # least as good at a fixed step budget: results/clip_diffusionlm.md, results/ddcap.md)
     train_steps: int = 6000  # the budget: the learning rate decays to lr_final at this step
     patience: int = 0  # stop after this many validation checks without a better score (0 = never). Off: at these
     # budgets no captioner plateaus before its steps end, and on 200 val pictures a 4-check plateau fired on
