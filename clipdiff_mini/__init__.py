@@ -1,9 +1,9 @@
 """clipdiff_mini: the small, tested library behind the course on diffusion
 models for image captioning. Its folders are the parts of the course:
 
-- core (this folder): ``config`` (profiles and parameters), ``atomic_io``
-  (crash-safe writes), ``seeding``, ``results`` (numbers the notebooks report),
-  ``hub`` (downloads that fail fast offline), ``report`` (the HTML report of a run)
+- core (this folder): ``config`` (profiles and parameters), ``presets`` (the
+  papers' settings), ``atomic_io`` (crash-safe writes), ``seeding``, ``hub``
+  (downloads that fail fast offline)
 - ``data/``        -- scenes, pictures, captions, splits, tokenizers (notebook 00)
 - ``diffusion/``   -- schedules, Gaussian diffusion, samplers, text embeddings
   and the text-only Diffusion-LM (notebooks 01-03); discrete diffusion (06)
@@ -12,7 +12,8 @@ models for image captioning. Its folders are the parts of the course:
 - ``captioners/``  -- the captioners of notebooks 05-08 and what they share
 - ``train``        -- the one training command for every captioner (one process or torchrun)
 - ``caption``      -- caption your own image files with a trained captioner
-- ``course``       -- runs every notebook headlessly
+- ``course/``      -- the course's tooling, not its machine learning: the notebook runner, the
+  numbers each notebook reports, the HTML report of a run
 
 `LAYERS` below says which part may import which: a part imports only the
 parts listed for it (lower ones), never a higher one; the test
@@ -24,8 +25,8 @@ __version__ = "0.1.0"
 __all__ = ["get_config", "ConfigError", "LAYERS", "__version__"]
 
 # part -> the parts it may import (besides itself). "core" is the top-level
-# modules config, atomic_io, seeding, results, hub, report; "train", "caption" and
-# "course" are top-level command modules (files, not folders) above the captioners.
+# modules config, presets, atomic_io, seeding, hub; "train" and "caption" are top-level command modules (files,
+# not folders) above the captioners, and "course" the tooling that runs and reports the notebooks.
 LAYERS: dict[str, tuple[str, ...]] = {
     "core": (),
     "data": ("core",),

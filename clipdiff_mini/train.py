@@ -36,8 +36,10 @@ from clipdiff_mini.captioners import distributed as D
 from clipdiff_mini.captioners.evaluate import evaluate_captions, generate_captions
 from clipdiff_mini.captioners.features import load_captioning_data
 from clipdiff_mini.captioners.registry import CAPTIONERS, get_spec
+from clipdiff_mini.captioners.trainer import train
 from clipdiff_mini.captioners.training import has_scenes, run_options
-from clipdiff_mini.config import PROFILES, ConfigError, get_config, preset_overrides
+from clipdiff_mini.config import PROFILES, ConfigError, get_config
+from clipdiff_mini.presets import preset_overrides
 
 
 COLAB_DRIVE = "/content/drive"  # where Colab mounts Google Drive

@@ -15,9 +15,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from clipdiff_mini import course
+from clipdiff_mini.course import runner as course
 from clipdiff_mini.course import NotebookProgress, figures_folder, kernel_environment, run_notebook, write_summary
-from clipdiff_mini.report import count_figures, render_notebook
+from clipdiff_mini.course.report import count_figures, render_notebook
 
 ALLOCATE_MIB = 300  # the tiny notebook holds this much for a moment; the kernel's peak must show it
 
@@ -45,7 +45,7 @@ FIGURES_CELLS = [
     "print('no figure here')",
     f"block = np.ones({ALLOCATE_MIB} * 2**20 // 8)  # touched: resident\ntime.sleep(1.5)\ndel block",
     "for i in tqdm(range(40), desc='tiny loop', mininterval=0):\n    time.sleep(0.01)",
-    "from clipdiff_mini.config import get_config\nfrom clipdiff_mini.results import ResultLog\n"
+    "from clipdiff_mini.config import get_config\nfrom clipdiff_mini.course.results import ResultLog\n"
     "log = ResultLog(get_config(PROFILE, {'paths.output_dir': OUT}), 'tiny_figures')\n"
     "log.add('the answer', 42, unit='none')",
 ]

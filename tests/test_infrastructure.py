@@ -10,7 +10,7 @@ import pytest
 from clipdiff_mini import atomic_io
 from clipdiff_mini.config import ConfigError, get_config
 from clipdiff_mini.course import list_notebooks, write_summary
-from clipdiff_mini.results import ResultLog, load_results
+from clipdiff_mini.course.results import ResultLog, load_results
 
 ROOT = Path(__file__).resolve().parent.parent
 

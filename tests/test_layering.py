@@ -117,8 +117,8 @@ def import_cycles(graph, package: str) -> list[list[str]]:
 # ---- the real package --------------------------------------------------------------------
 def test_every_part_is_a_folder_or_the_core():
     folders = {p.name for p in PACKAGE_DIR.iterdir() if (p / "__init__.py").exists()}
-    commands = {part for part in LAYERS if (PACKAGE_DIR / f"{part}.py").is_file()}  # course, train, caption
-    assert {"course", "train", "caption"} <= commands, commands
+    commands = {part for part in LAYERS if (PACKAGE_DIR / f"{part}.py").is_file()}  # train, caption
+    assert {"train", "caption"} <= commands, commands
     assert folders == set(LAYERS) - {"core"} - commands, folders
 
 

@@ -333,7 +333,7 @@ def test_gpt2_vocabulary_offline_fails_at_once_with_the_hub_reason():
 
 
 def test_paper_presets_carry_the_papers_settings():
-    from clipdiff_mini.config import preset_overrides
+    from clipdiff_mini.presets import preset_overrides
 
     c = get_config("colab", preset_overrides("paper_clip_diffusionlm"))
     assert (c.clip.source, c.clip.pretrained_model) == ("pretrained", "ViT-B-32")

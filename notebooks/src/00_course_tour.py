@@ -85,7 +85,7 @@ from clipdiff_mini.data import (COLOURS, RELATIONS, SHAPES, SIZES, WordTokenizer
                                 load_bert_tokenizer, load_split, simple_tokenize)
 from clipdiff_mini.evaluation import (CaptionScorer, NoPerturbation, judge_caption, perturb_caption,
                                       random_words, scene_accuracy, shuffle_words, spice_status)
-from clipdiff_mini.results import ResultLog
+from clipdiff_mini.course.results import ResultLog
 from clipdiff_mini.seeding import set_seed
 
 # %% tags=["parameters"]

@@ -47,7 +47,7 @@ from clipdiff_mini.config import get_config
 from clipdiff_mini.data import build_tokenizer, load_split
 from clipdiff_mini.diffusion import (SCHEDULES, make_schedule, nearest_tokens, q_mean_variance, q_sample,
                                      q_step, rounding_recovery)
-from clipdiff_mini.results import ResultLog
+from clipdiff_mini.course.results import ResultLog
 from clipdiff_mini.seeding import set_seed
 
 # %% tags=["parameters"]

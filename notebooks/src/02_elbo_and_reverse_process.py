@@ -51,7 +51,7 @@ from clipdiff_mini.config import get_config
 from clipdiff_mini.diffusion import gaussian_diffusion as gd
 from clipdiff_mini.diffusion import (GaussianMixture, ddim_sample, ddim_timesteps, ddpm_sample, exact_bound_1d,
                                      make_schedule)
-from clipdiff_mini.results import ResultLog
+from clipdiff_mini.course.results import ResultLog
 from clipdiff_mini.seeding import set_seed
 
 # %% tags=["parameters"]

@@ -70,7 +70,7 @@ from clipdiff_mini.diffusion import (TextDiffusionTrainer, clamp_to_embeddings, 
                                      nearest_tokens, q_sample, repeated_word_rate, rounding_nll,
                                      roundtrip_accuracy, sample_x0)
 from clipdiff_mini.diffusion.text_diffusion import checkpoint_path
-from clipdiff_mini.results import ResultLog
+from clipdiff_mini.course.results import ResultLog
 from clipdiff_mini.seeding import set_seed
 
 # %% tags=["parameters"]

@@ -63,7 +63,7 @@ from clipdiff_mini.clip import (ATTRIBUTES, PROBE_TARGETS, PretrainedWeightsUnav
                                 zero_shot_relation, zero_shot_weights)
 from clipdiff_mini.config import get_config
 from clipdiff_mini.data import load_split
-from clipdiff_mini.results import ResultLog
+from clipdiff_mini.course.results import ResultLog
 from clipdiff_mini.seeding import set_seed
 
 # %% tags=["parameters"]

@@ -113,7 +113,7 @@ from clipdiff_mini.clip import peak_rss_mb
 from clipdiff_mini.config import get_config
 from clipdiff_mini.diffusion import make_schedule, rounding_recovery
 from clipdiff_mini.evaluation import CaptionScorer, judge_caption
-from clipdiff_mini.results import ResultLog
+from clipdiff_mini.course.results import ResultLog
 from clipdiff_mini.seeding import set_seed
 
 # %% tags=["parameters"]

@@ -75,7 +75,7 @@ from clipdiff_mini.config import get_config
 from clipdiff_mini.data import build_tokenizer, load_split, parse_caption
 from clipdiff_mini.diffusion import discrete as dd
 from clipdiff_mini.diffusion import MaskedTokenDenoiser, ToySequences
-from clipdiff_mini.results import ResultLog
+from clipdiff_mini.course.results import ResultLog
 from clipdiff_mini.seeding import set_seed
 
 # %% tags=["parameters"]

@@ -79,7 +79,7 @@ from clipdiff_mini.captioners.display import (attention_maps, caption_grid, plot
 from clipdiff_mini.clip import peak_rss_mb
 from clipdiff_mini.config import get_config
 from clipdiff_mini.evaluation import CaptionScorer, judge_caption
-from clipdiff_mini.results import ResultLog
+from clipdiff_mini.course.results import ResultLog
 from clipdiff_mini.seeding import set_seed
 
 # %% tags=["parameters"]

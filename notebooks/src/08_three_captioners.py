@@ -83,7 +83,7 @@ from clipdiff_mini.captioners.try_it import caption_scene, make_scene
 from clipdiff_mini.clip import load_clip, peak_rss_mb
 from clipdiff_mini.config import get_config
 from clipdiff_mini.evaluation import CaptionScorer, judge_caption
-from clipdiff_mini.results import ResultLog
+from clipdiff_mini.course.results import ResultLog
 from clipdiff_mini.seeding import set_seed
 
 # %% tags=["parameters"]

@@ -59,11 +59,12 @@ from clipdiff_mini.captioners.training import has_scenes
 from clipdiff_mini.clip import peak_rss_mb
 from clipdiff_mini.clip.model import scratch_checkpoint_path
 from clipdiff_mini.clip.training import train_clip
-from clipdiff_mini.config import get_config, preset_overrides, project_root
+from clipdiff_mini.config import get_config, project_root
+from clipdiff_mini.presets import preset_overrides
 from clipdiff_mini.data.karpathy import DatasetNotFoundError, read_karpathy_json
 from clipdiff_mini.data.karpathy_fixture import write_karpathy_fixture
 from clipdiff_mini.hub import hub_access
-from clipdiff_mini.results import ResultLog
+from clipdiff_mini.course.results import ResultLog
 from clipdiff_mini.seeding import set_seed
 from clipdiff_mini.train import colab_drive, train_model
 
@@ -71,7 +72,7 @@ from clipdiff_mini.train import colab_drive, train_model
 PROFILE = os.environ.get("CLIPDIFF_PROFILE", "laptop")  # "ci" | "laptop" | "colab"
 MODEL = "clip_diffusionlm"  # "clip_diffusionlm", "ddcap" or "autoregressive" (the registry's names)
 PRESET = None  # None: the model's paper preset on colab (the autoregressive decoder has none: the profile's
-# settings), the profile's sizes elsewhere; or a name in config.PRESETS
+# settings), the profile's sizes elsewhere; or a name in presets.PRESETS
 DATASET = None  # None: the Karpathy file the config names (Flickr8k by default); "fixture": the offline copy
 USE_DRIVE = True  # on Colab: data cache and checkpoints on Google Drive (asks for permission once)
 DISCONNECT_AT = None  # the step at which training is cut off and resumed (None: half way)

@@ -6,12 +6,12 @@
 Executed notebooks go to ``outputs/<profile>/notebooks/`` (with their
 figures), every figure also as a PNG file to
 ``outputs/<profile>/figures/<notebook>/`` (named by its number and section,
-e.g. ``07_ddcap-fig03-section-5.png``; `clipdiff_mini.report.save_figures`),
+e.g. ``07_ddcap-fig03-section-5.png``; `clipdiff_mini.course.report.save_figures`),
 each notebook's reported numbers to ``outputs/<profile>/results/``, a summary
 (status, wall time, the kernel's peak memory, figures, results) to
 ``outputs/<profile>/summary.md`` and ``summary.json``, and the report to open
 in a browser to ``outputs/<profile>/index.html`` (every notebook rendered to
-HTML under ``html/``; `clipdiff_mini.report`).
+HTML under ``html/``; `clipdiff_mini.course.report`).
 
 The summary covers every notebook of the course that has run in this profile:
 a run of some notebooks (``--only``) replaces their rows and keeps the others
@@ -38,8 +38,8 @@ from typing import Callable, Iterator, TextIO
 
 from clipdiff_mini.atomic_io import write_json, write_text
 from clipdiff_mini.config import PROFILES, ConfigError, get_config, project_root
-from clipdiff_mini.report import count_figures, render_notebook, save_figures, write_index
-from clipdiff_mini.results import load_results
+from clipdiff_mini.course.report import count_figures, render_notebook, save_figures, write_index
+from clipdiff_mini.course.results import load_results
 
 # The kernel's environment for headless runs. MPLBACKEND: a caller's MPLBACKEND=Agg (pytest's conftest,
 # an old course script, a shell profile) would replace ipykernel's inline backend and plt.show() would

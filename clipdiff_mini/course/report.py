@@ -2,7 +2,7 @@
 
 ``outputs/<profile>/index.html`` lists the run's notebooks (status, wall
 time, the kernel's peak memory, figures) with the numbers each one reported
-(`clipdiff_mini.results`), and links every executed notebook rendered to
+(`clipdiff_mini.course.results`), and links every executed notebook rendered to
 HTML by nbconvert under ``outputs/<profile>/html/``. Figures are embedded in
 the pages (base64 PNG), so the report opens from disk, offline, and can be
 copied or zipped as one folder; they are also written as PNG files under
