@@ -130,8 +130,7 @@ def train_model(model_name: str, cfg, *, data=None, progress: bool = True, resum
             data = load_captioning_data(cfg, progress=False)
     meta = {"model": model_name}  # train_captioner adds which CLIP made the features
     with run_options(checkpoint=checkpoint, stop_at=stop_at, meta=meta):
-        model, record = spec.load("train")(cfg, data, progress=progress and world.main, resume=resume,
-                                           name=model_name)
+        model, record = train(model_name, cfg, data, progress=progress and world.main, resume=resume)
     out: dict[str, Any] = {"model": model, "record": record, "path": record["path"], "scores": {}, "captions": {},
                            "data": data, "world_size": world.size}
     say(f"[train] {model_name}: {record['steps']} steps in {record['train_seconds']:.1f} s "

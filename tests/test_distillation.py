@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from clipdiff_mini.captioners import distillation as dist
+from clipdiff_mini.captioners import trainer
 from clipdiff_mini.captioners.features import load_captioning_data
 from clipdiff_mini.captioners.training import make_batch
 from clipdiff_mini.config import get_config
@@ -55,14 +56,14 @@ def test_distilled_split_holds_one_teacher_caption_per_picture(tiny):
 
 def test_references_leave_the_data_alone(tiny):
     cfg, data = tiny
-    same, extra = dist.with_training_targets(cfg, data, progress=False)
+    same, extra = trainer.with_training_targets(cfg, data, progress=False)
     assert same is data and extra == {}
 
 
 def test_teacher_captions_are_the_teachers_and_cached(tiny, monkeypatch):
     cfg, data = tiny
     student = cfg.replace({"captioner.targets": "autoregressive", "captioner.teacher_grid": "fine"})
-    out = dist.teacher_captions(student, progress=False)
+    out = trainer.teacher_captions(student, progress=False)
     train = data["train"]
     assert sorted(out["captions"]) == sorted(train.image_ids)
     # the teacher is the autoregressive decoder trained on the references with the teacher's grid: its
@@ -82,10 +83,8 @@ def test_teacher_captions_are_the_teachers_and_cached(tiny, monkeypatch):
     assert json.loads(cache.read_text())["stamp"]["key"] == out["key"]
 
     # the second call reads the cache: captioning again would fail here
-    import clipdiff_mini.captioners.evaluate as ev
-
-    monkeypatch.setattr(ev, "generate_captions", lambda *a, **k: pytest.fail("captioned again"))
-    again = dist.teacher_captions(student, progress=False)
+    monkeypatch.setattr(trainer, "generate_captions", lambda *a, **k: pytest.fail("captioned again"))
+    again = trainer.teacher_captions(student, progress=False)
     assert again["captions"] == out["captions"] and again["key"] == out["key"]
 
 
@@ -154,7 +153,7 @@ def test_a_student_from_the_references_starts_from_that_models_best_weights(tiny
     """captioner.student_init = "references": the student's weights when its training begins are the best
     weights (on val) stored in the checkpoint of the same captioner trained on the references; the run is
     another run than the scratch student, and a run on the references ignores the setting."""
-    from clipdiff_mini.captioners import ddcap, training
+    from clipdiff_mini.captioners import ddcap
 
     cfg, data = tiny
     _, plain = ddcap.train_ddcap(cfg, data, progress=False)
@@ -163,13 +162,14 @@ def test_a_student_from_the_references_starts_from_that_models_best_weights(tiny
     stored = torch.load(plain["path"], map_location="cpu", weights_only=False)["state"]["best_state"]
 
     started = {}
-    real = training.train_captioner
+    real = trainer.train_captioner
 
-    def spy(model, *args, **kw):
+    def spy(model, *args, **kw):  # the last run to start is the student (the teacher and its start come first)
+        started.clear()
         started.update({k: v.detach().clone() for k, v in model.state_dict().items()})
         return real(model, *args, **kw)
 
-    monkeypatch.setattr(training, "train_captioner", spy)
+    monkeypatch.setattr(trainer, "train_captioner", spy)  # the entry point's call of the loop
     student = cfg.replace({"captioner.targets": "autoregressive", "captioner.student_init": "references"})
     _, warm = ddcap.train_ddcap(student, data, progress=False)
     assert set(started) == set(stored)
@@ -181,25 +181,24 @@ def test_a_student_from_the_references_starts_from_that_models_best_weights(tiny
     assert any(not torch.equal(cold_start[k], v) for k, v in stored.items())
 
 
-def test_a_repeat_draws_other_weights_under_another_key_and_repeat_0_is_the_run_itself(tiny, monkeypatch):
-    """captioner.repeat: 0 is the reference run (the setting leaves its key alone); k is another run of the
-    same settings under its own key, whose initial weights are drawn with the seed moved by 1000 k."""
-    from clipdiff_mini.captioners import training
+def test_a_repeat_draws_other_weights_under_another_key(tiny, monkeypatch):
+    """captioner.repeat: 0 is the reference run; k is another run of the same settings under its own key,
+    whose initial weights are drawn with the seed moved by 1000 k."""
     from clipdiff_mini.captioners.checkpoints import run_identity
     from clipdiff_mini.captioners.ddcap import build_ddcap_captioner, train_ddcap
 
     cfg, data = tiny
     again = cfg.replace({"captioner.repeat": 1})
-    assert "repeat" not in run_identity(cfg, "ddcap")["captioner"]
+    assert run_identity(cfg, "ddcap")["captioner"]["repeat"] == 0
     assert run_identity(again, "ddcap")["captioner"]["repeat"] == 1
     started = {}
-    real = training.train_captioner
+    real = trainer.train_captioner
 
     def spy(model, *args, **kw):
         started[kw["name"], args[2].captioner.repeat] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return real(model, *args, **kw)
 
-    monkeypatch.setattr(training, "train_captioner", spy)
+    monkeypatch.setattr(trainer, "train_captioner", spy)  # the entry point's call of the loop
     _, first = train_ddcap(cfg, data, progress=False)
     _, second = train_ddcap(again, data, progress=False)
     assert first["key"] != second["key"] and not second["resumed"]

@@ -10,6 +10,7 @@ Modules:
 - ``distributed`` -- the processes of a torchrun launch: rank, process group, barriers, shards of a batch
 - ``checkpoints`` -- what a checkpoint holds, `load_trained`, refusing another model/config/vocabulary
 - ``registry``   -- every captioner by name: its module, build and caption functions, config section
+- ``trainer``    -- `train(name, cfg, data)`: every captioner trains through it (targets, seed, model, the loop)
 - ``evaluate``   -- the one evaluation: COCO metrics, scene accuracy, object recall, error kinds, baselines
 - ``decoding``   -- ids to captions, repeated words, the denoising trajectory as text
 - ``display``    -- figures: training curves, caption grids, how a trajectory settles, attention masks and maps

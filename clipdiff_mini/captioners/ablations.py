@@ -358,6 +358,7 @@ def run_rows(table: str, profile: str, rows: list[str] | None = None, *, extra: 
                                                    trivial_captions)
     from clipdiff_mini.captioners.features import load_captioning_data
     from clipdiff_mini.captioners.registry import get_spec
+    from clipdiff_mini.captioners.trainer import train
     from clipdiff_mini.config import ConfigError, get_config
     from clipdiff_mini.evaluation.metrics import CaptionScorer
 
@@ -368,7 +369,6 @@ def run_rows(table: str, profile: str, rows: list[str] | None = None, *, extra: 
         raise ConfigError(f"unknown rows {sorted(unknown)} of table {table!r}; rows: {[r.name for r in spec]}")
     extra = {**TABLE_BASE.get(table, {}), **(extra or {})}
     captioner = get_spec(TABLE_CAPTIONER[table])
-    train_fn = captioner.load("train")
     base = get_config(profile, extra)
     out_dir = out_dir or base.path("output_dir") / profile / "ablations"
     json_path = out_dir / f"{table}.json"
@@ -393,7 +393,7 @@ def run_rows(table: str, profile: str, rows: list[str] | None = None, *, extra: 
             else:
                 row_data = data
             val = row_data["val"]
-            model, record = train_fn(cfg, row_data, progress=progress)
+            model, record = train(captioner.name, cfg, row_data, progress=progress)
             scfg = get_config(profile, {**(extra or {}), **row.train, **row.sample})
             captioner.with_sampling(model, scfg)  # sampling-only switches
             fn = captioner.caption_function(val.tokenizer, scfg)

@@ -48,7 +48,6 @@ trained one).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -57,7 +56,6 @@ import torch.nn.functional as F
 
 from clipdiff_mini.captioners.base import check_heads
 from clipdiff_mini.captioners.decoding import sampling_caption_fn
-from clipdiff_mini.captioners.training import architecture, captioner_seed, train_captioner
 
 Tensor = torch.Tensor
 NEVER_WRITTEN = ("pad", "bos", "mask")  # special tokens the decoder never outputs
@@ -378,17 +376,17 @@ def ar_caption_fn(tokenizer, drop_repeats: bool = False, **sample_kw):
     return sampling_caption_fn(tokenizer, drop_repeats, **sample_kw)
 
 
-def train_autoregressive(cfg, data, *, progress: bool = True, resume: bool = True, name: str = "autoregressive"):
-    """Build and train the autoregressive captioner on data["train"], choosing weights on data["val"] (validated
-    with the configured decoding). Returns (model, training record) (see `training.train_captioner`).
+def training_config(cfg):
+    """The decoder's own step budget (`trainer.train` runs this before training):
     ``autoregressive.train_steps``, when set, replaces ``captioner.train_steps`` (its schedule ends there)."""
     if cfg.autoregressive.train_steps:
-        cfg = cfg.replace({"captioner.train_steps": cfg.autoregressive.train_steps})
-    torch.manual_seed(captioner_seed(cfg))
-    model = build_ar_captioner(cfg, data["train"])
-    run = asdict(cfg.autoregressive)  # its sampling-only settings (beam, cache) are left out of the run key
-    record = train_captioner(model, data["train"], data["val"], cfg, name=name,
-                             caption_fn=ar_caption_fn(data["train"].tokenizer),
-                             key_extra={"autoregressive": run, "architecture": architecture(model)}, progress=progress, resume=resume,
-                             meta={"model": "autoregressive"})
-    return model, record
+        return cfg.replace({"captioner.train_steps": cfg.autoregressive.train_steps})
+    return cfg
+
+
+def train_autoregressive(cfg, data, *, progress: bool = True, resume: bool = True, name: str = "autoregressive"):
+    """``trainer.train("autoregressive", cfg, data)``: build and train the autoregressive captioner, choosing
+    its weights on data["val"] (validated with the configured decoding). Returns (model, training record)."""
+    from clipdiff_mini.captioners.trainer import train
+
+    return train("autoregressive", cfg, data, progress=progress, resume=resume, name=name)

@@ -114,44 +114,36 @@ SAMPLING_ONLY: dict[str, tuple[str, ...]] = {
 def training_settings(section: str, values: dict[str, Any]) -> dict[str, Any]:
     """A model section's settings less its sampling-only ones: what decides the trained weights."""
     return {k: v for k, v in values.items() if k not in SAMPLING_ONLY.get(section, ())}
-# Settings added after checkpoints existed: left out of the identity at their default value, so that
-# checkpoints written before they existed keep their key (and still resume).
-_NEUTRAL_DEFAULTS = {"captioner": {"grad_accum": 1, "student_steps": 0, "student_init": "scratch",
-                                   "repeat": 0, "student_lr": 0.0},
-                     # runs from before the switch existed stopped on a plateau
-                     "continuous": {"plateau_stop": True, "backbone": "distilbert", "settled_words": False}}
+
+
+def captioner_identity(captioner: dict[str, Any]) -> dict[str, Any]:
+    """The shared `captioner` section less what does not change the weights: how often checks and snapshots
+    run, and a student's settings in a run on the references (only a distilled student reads them)."""
+    keep = {k: v for k, v in captioner.items() if k not in _NOT_IDENTITY}
+    if keep.get("targets", "references") == "references":
+        for k in ("student_steps", "student_init", "student_lr"):
+            keep.pop(k, None)
+    return keep
 
 
 def run_identity(cfg, name: str, extra: dict | None = None) -> dict[str, Any]:
     """Everything that defines a training run: run name, seed, the captioner, data and CLIP settings, and
     `extra` (the model's own config section, e.g. ``{"continuous": asdict(cfg.continuous)}``)."""
-    keep = {"name": name, "seed": cfg.seed, "captioner": asdict(cfg.captioner), "data": asdict(cfg.data),
-            "clip": asdict(cfg.clip), **(extra or {})}
+    keep = {"name": name, "seed": cfg.seed, "captioner": captioner_identity(asdict(cfg.captioner)),
+            "data": asdict(cfg.data), "clip": asdict(cfg.clip), **(extra or {})}
     for section in SAMPLING_ONLY:
         if isinstance(keep.get(section), dict):
             keep[section] = training_settings(section, keep[section])
-    for k in _NOT_IDENTITY:
-        keep["captioner"].pop(k, None)
-    if keep["captioner"].get("targets", "references") == "references":  # only a distilled student reads it
-        keep["captioner"].pop("student_steps", None)
-        keep["captioner"].pop("student_init", None)
-        keep["captioner"].pop("student_lr", None)
-    for section, defaults in _NEUTRAL_DEFAULTS.items():
-        if not isinstance(keep.get(section), dict):  # another captioner's section
-            continue
-        for k, default in defaults.items():
-            if keep[section].get(k, default) == default:
-                keep[section].pop(k, None)
     return keep
 
 
 def config_identity(config: dict[str, Any], section: str) -> dict[str, Any]:
     """The parts of a config dict (``cfg.to_dict()``) that define what a model of config section `section`
-    learns: seed, captioner (less what only schedules checks), data, CLIP, and the model's own section."""
-    keep = {"seed": config.get("seed"), "captioner": dict(config.get("captioner", {})), "data": config.get("data"),
-            "clip": config.get("clip"), section: training_settings(section, dict(config.get(section) or {}))}
-    for k in _NOT_IDENTITY:
-        keep["captioner"].pop(k, None)
+    ("" for none) learns, by the rules of `run_identity`: seed, captioner, data, CLIP, the model's own section."""
+    keep = {"seed": config.get("seed"), "captioner": captioner_identity(dict(config.get("captioner", {}))),
+            "data": config.get("data"), "clip": config.get("clip")}
+    if section:
+        keep[section] = training_settings(section, dict(config.get(section) or {}))
     return keep
 
 

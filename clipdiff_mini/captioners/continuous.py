@@ -584,28 +584,18 @@ def continuous_caption_fn(tokenizer, drop_repeats: bool = True, **sample_kw):
     return sampling_caption_fn(tokenizer, drop_repeats, **sample_kw)
 
 
-def train_continuous(cfg, data, *, progress: bool = True, resume: bool = True, name: str = "clip_diffusionlm"):
-    """Build and train CLIP-DiffusionLM on data["train"], choosing weights on data["val"].
-    Returns (model, training record) (see `clipdiff_mini.captioners.training.train_captioner`)."""
-    from dataclasses import asdict
-
-    from clipdiff_mini.captioners.distillation import start_from_references, student_config, with_training_targets
-    from clipdiff_mini.captioners.training import architecture, captioner_seed, train_captioner
-
+def training_config(cfg):
+    """CLIP-DiffusionLM's check before training (`trainer.train` runs it): the caption's CLIP text
+    feature exists only for the references."""
     if cfg.continuous.text_feature and cfg.captioner.targets != "references":
         raise ValueError("continuous.text_feature needs the CLIP text features of the training captions, which a "
                          "teacher's captions do not have; use captioner.targets='references' or text_feature=False")
-    references, given = data, cfg
-    data, teacher = with_training_targets(cfg, data, progress=progress)
-    cfg = student_config(cfg)
-    torch.manual_seed(captioner_seed(cfg))
-    model = build_continuous_captioner(cfg, data["train"])
-    if start_from_references(given, model, train_continuous, references, progress=progress):
-        torch.manual_seed(captioner_seed(cfg))  # the same noise whether the starting model was loaded or trained
-    record = train_captioner(model, data["train"], data["val"], cfg, name=name,
-                             caption_fn=continuous_caption_fn(data["train"].tokenizer, cfg.continuous.drop_repeats),
-                             key_extra={"continuous": asdict(cfg.continuous), "architecture": architecture(model),
-                                        **teacher}, progress=progress, resume=resume,
-                             meta={"model": "clip_diffusionlm"}, lr_scale=cfg.continuous.lr_scale,
-                             plateau_stop=cfg.continuous.plateau_stop)  # (config.py says why it is off)
-    return model, record
+    return cfg
+
+
+def train_continuous(cfg, data, *, progress: bool = True, resume: bool = True, name: str = "clip_diffusionlm"):
+    """``trainer.train("clip_diffusionlm", cfg, data)``: build and train CLIP-DiffusionLM, choosing its
+    weights on data["val"]. Returns (model, training record) (see `training.train_captioner`)."""
+    from clipdiff_mini.captioners.trainer import train
+
+    return train("clip_diffusionlm", cfg, data, progress=progress, resume=resume, name=name)

@@ -368,23 +368,8 @@ def ddcap_caption_fn(tokenizer, drop_repeats: bool = False, **sample_kw):
 
 
 def train_ddcap(cfg, data, *, progress: bool = True, resume: bool = True, name: str = "ddcap"):
-    """Build and train DDCap on data["train"], choosing weights on data["val"].
-    Returns (model, training record) (see `clipdiff_mini.captioners.training.train_captioner`)."""
-    from dataclasses import asdict
+    """``trainer.train("ddcap", cfg, data)``: build and train DDCap, choosing its weights on data["val"].
+    Returns (model, training record) (see `training.train_captioner`)."""
+    from clipdiff_mini.captioners.trainer import train
 
-    from clipdiff_mini.captioners.distillation import start_from_references, student_config, with_training_targets
-    from clipdiff_mini.captioners.training import architecture, captioner_seed, train_captioner
-
-    references, given = data, cfg
-    data, teacher = with_training_targets(cfg, data, progress=progress)
-    cfg = student_config(cfg)
-    torch.manual_seed(captioner_seed(cfg))
-    model = build_ddcap_captioner(cfg, data["train"])
-    if start_from_references(given, model, train_ddcap, references, progress=progress):
-        torch.manual_seed(captioner_seed(cfg))  # the same noise whether the starting model was loaded or trained
-    record = train_captioner(model, data["train"], data["val"], cfg, name=name,
-                             caption_fn=ddcap_caption_fn(data["train"].tokenizer),
-                             key_extra={"ddcap": asdict(cfg.ddcap), "architecture": architecture(model), **teacher},
-                             progress=progress, resume=resume,
-                             meta={"model": "ddcap"})
-    return model, record
+    return train("ddcap", cfg, data, progress=progress, resume=resume, name=name)

@@ -16,17 +16,15 @@ are cached beside its checkpoint. Validation and test still score against the sc
 distillation changes only what the student is trained to write. A row trained this way is reported
 as "with an autoregressive teacher": it uses a second model.
 
-    data = with_training_targets(cfg, data)   # data["train"] holds the teacher's captions when asked
+The steps that train the teacher and swap the targets (`with_training_targets`, `teacher_captions`)
+are in `captioners.trainer`, beside the one training entry point they call for the teacher.
 """
 from __future__ import annotations
 
-import json
-import time
-from typing import Any, Mapping
+from typing import Mapping
 
 import torch
 
-from clipdiff_mini.atomic_io import write_json
 from clipdiff_mini.captioners.features import SplitFeatures
 
 TARGETS = ("references", "autoregressive")
@@ -95,51 +93,6 @@ def start_from_references(cfg, model: torch.nn.Module, train_fn, data, *, progre
     start, _ = train_fn(references_config(cfg), data, progress=progress)
     model.load_state_dict(start.state_dict())
     return True
-
-
-def teacher_captions(cfg, *, progress: bool = True) -> dict[str, Any]:
-    """The autoregressive teacher's greedy captions of the training pictures of `cfg`'s data.
-
-    Returns {"captions": {image id: caption}, "key": the teacher's run key, "val": its best validation
-    scores, "seconds": time spent here}. Trains the teacher when its checkpoint is missing; the
-    captions are cached (atomically) beside the checkpoint and reused while it is unchanged."""
-    from clipdiff_mini.captioners.autoregressive import ar_caption_fn, train_autoregressive
-    from clipdiff_mini.captioners.evaluate import generate_captions
-    from clipdiff_mini.captioners.features import load_captioning_data
-
-    t0 = time.perf_counter()
-    tcfg = teacher_config(cfg)
-    tdata = load_captioning_data(tcfg, progress=progress)
-    model, record = train_autoregressive(tcfg, tdata, progress=progress)
-    cache = record["path"].with_name(record["path"].stem + ".train-captions.json")
-    stamp = {"key": record["key"], "step": record["best"]["step"], "n": len(tdata["train"])}
-    if cache.is_file():
-        stored = json.loads(cache.read_text())
-        if stored.get("stamp") == stamp:
-            captions = {int(k): v for k, v in stored["captions"].items()}
-            return {"captions": captions, "key": record["key"], "val": record["best"],
-                    "seconds": time.perf_counter() - t0}
-    model.eval()
-    captions = generate_captions(model, ar_caption_fn(tdata["train"].tokenizer), tdata["train"])
-    write_json(cache, {"stamp": stamp, "captions": {str(k): v for k, v in captions.items()}})
-    return {"captions": captions, "key": record["key"], "val": record["best"], "seconds": time.perf_counter() - t0}
-
-
-def with_training_targets(cfg, data: dict[str, SplitFeatures], *, progress: bool = True
-                          ) -> tuple[dict[str, SplitFeatures], dict[str, Any]]:
-    """`data` with the training split `captioner.targets` asks for, and what a run key must hold of it
-    ({} for the references; {"teacher": the teacher's run key} for distillation)."""
-    targets = cfg.captioner.targets
-    if targets == "references":
-        return data, {}
-    if targets != "autoregressive":
-        raise ValueError(f"captioner.targets={targets!r}; allowed: {', '.join(map(repr, TARGETS))}")
-    teacher = teacher_captions(cfg, progress=progress)
-    if progress:
-        print(f"[distill] training on the autoregressive teacher's captions of {len(teacher['captions'])} pictures "
-              f"(teacher {teacher['key']}, val scene accuracy {teacher['val'].get('scene_accuracy', float('nan')):.3f}; "
-              f"{teacher['seconds']:.0f} s)")
-    return {**data, "train": distilled_split(data["train"], teacher["captions"])}, {"teacher": teacher["key"]}
 
 
 def reference_disagreement(ids: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:

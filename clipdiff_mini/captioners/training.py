@@ -277,7 +277,7 @@ class _Run:
         self.gen = torch.Generator().manual_seed(captioner_seed(cfg))  # the data order
         self.state = {"step": 0, "seconds": 0.0, "history": {"step": [], "loss": [], "logs": [], "val": []},
                       "best": None, "best_state": None, "done": False}
-        self.resumed = self.upgrade = False
+        self.resumed = False
 
     # ---- 1. resume ---------------------------------------------------------------------------
     def resume(self, resume: bool) -> None:
@@ -325,8 +325,6 @@ class _Run:
             model.rounding_weight.load_state_dict(ckpt["rounding_weight"])
         self.state = ckpt["state"]
         self.resumed = True
-        # a checkpoint from before checkpoints held the vocabulary and model name: rewritten once
-        self.upgrade = "tokenizer" not in ckpt or (self.meta and not ckpt.get("meta"))
 
     # ---- 2. train: steps, validation checks, snapshots ---------------------------------------------
     def train(self, plateau_stop: bool, progress: bool) -> None:
@@ -448,8 +446,6 @@ class _Run:
             state["done"] = True
             state.setdefault("stopped_by", "steps")
             state["seconds"] = time.perf_counter() - self.t0
-            self.snapshot()
-        elif self.upgrade:
             self.snapshot()
         if world.distributed:  # process 0 validated: its history and choice of weights go to every process
             shared = D.broadcast_object({k: state[k] for k in ("history", "best", "done")}, world)
