@@ -93,18 +93,18 @@ TRAIN_STEPS = None  # retrains: step budget of CLIP-DiffusionLM and DDCap on the
 AR_STEPS = None  # retrains: the autoregressive decoder's own step budget (None: the profile's; 0: TRAIN_STEPS)
 STUDENT_STEPS = None  # retrains: the distilled DDCap's steps on the teacher's captions (None: the profile's)
 STUDENT_INIT = None  # retrains: the distilled DDCap starts from "references" (notebook 07's model) or "scratch"
-PATIENCE = None  # validation checks without progress before a training stops (None: the profile's; 0 = never)
-TRAIN_MINUTES = None  # wall-clock safety cap of each training (None: the profile's); a run it stops depends on the machine
+PATIENCE = None  # retrains: validation checks without progress before a training stops (None: the profile's; 0 = never)
+TRAIN_MINUTES = None  # retrains: wall-clock cap per training (None: the profile's); a run it stops depends on the machine
 DDCAP_TARGETS = "autoregressive"  # retrains: DDCap trained on the "references" (notebook 07's model) or further on
 # the autoregressive decoder's captions ("autoregressive": section 2, the remedy for its repeats)
-AR_GRID = "fine"  # CLIP grid the autoregressive decoder reads: "fine" (4x4, as DDCap), "coarse" or "none"
-AR_CONDITIONING = "prefix"  # "prefix" (ClipCap: CLIP tokens before the caption) or "cross" (cross-attention)
+AR_GRID = "fine"  # retrains: CLIP grid the autoregressive decoder reads: "fine" (4x4, as DDCap), "coarse" or "none"
+AR_CONDITIONING = "prefix"  # retrains: "prefix" (ClipCap: CLIP tokens before the caption) or "cross" (cross-attention)
 CONTINUOUS_STEPS = [("feedback", 1, 1), ("feedback", 2, 1), ("feedback", 5, 1), ("feedback", 10, 1), ("feedback", 5, 5),
-                    ("feedback", 10, 5), ("ddim", 10, 1), ("ddim", 20, 1)]  # (sampler, calls, length beam) swept
+                    ("feedback", 10, 5), ("ddim", 10, 1), ("ddim", 20, 1)]  # resamples: (sampler, calls, length beam) swept
 # for CLIP-DiffusionLM; a length beam of k samples k candidate lengths: k times the calls
-DDCAP_K = [1, 2, 3, 4, 6]  # best-first tokens committed per call
-DDCAP_GUIDANCE = [1.0, None]  # guidance scales s: 1.0 is no guidance, None the trained default (1.17)
-AR_BEAMS = [1, 2, 3, 5]  # beam sizes; 1 is greedy
+DDCAP_K = [1, 2, 3, 4, 6]  # resamples: best-first tokens committed per call
+DDCAP_GUIDANCE = [1.0, None]  # resamples: guidance scales s: 1.0 is no guidance, None the trained default (1.17)
+AR_BEAMS = [1, 2, 3, 5]  # resamples: beam sizes; 1 is greedy
 N_DISTILL = 500  # val pictures of section 2's comparison of notebook 07's model, the distilled one and the teacher
 N_SWEEP = 200  # val pictures of the quality-versus-speed sweep
 BATCH = 64  # the large batch of the timings
