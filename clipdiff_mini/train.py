@@ -12,9 +12,9 @@ else as a string. A notebook calls the same function, `train_model`.
 
 What it does: loads the data (`data.source`: the embedded dataset or a
 Karpathy-format real one) and its CLIP features (cached), builds and trains
-the model with its own ``train_*`` function (all of them go through
-`clipdiff_mini.captioners.training.train_captioner`, which resumes an
-interrupted run from its checkpoint), then captions val and test with the
+the model through `clipdiff_mini.captioners.trainer.train` (the one entry
+point; its loop, `training.train_captioner`, resumes an interrupted run
+from its checkpoint), then captions val and test with the
 weights chosen on val and scores them: scene accuracy on the embedded
 dataset; on a real dataset the COCO caption metrics against all references
 (``--metrics coco``, Java) or the quick Python BLEU-4/CIDEr-D. Process 0

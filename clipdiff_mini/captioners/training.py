@@ -146,7 +146,7 @@ def selection_score(scores: dict[str, float]) -> tuple[float, float]:
 # ---- options of the scale path (set by clipdiff_mini.train) ----------------------------------
 @dataclass
 class RunOptions:
-    """Options a caller sets around a model's own ``train_*`` function (whose signature is fixed):
+    """Options a caller sets around `trainer.train` (whose signature stays the captioners' own):
 
     ``checkpoint``: write and resume this file instead of the default path (e.g. on Google Drive); a
     file there of another model, config or vocabulary is refused with the differences listed.
@@ -165,7 +165,7 @@ _RUN_OPTIONS: contextvars.ContextVar[RunOptions] = contextvars.ContextVar("clipd
 
 @contextlib.contextmanager
 def run_options(**kw):
-    """``with run_options(checkpoint=..., stop_at=..., meta=...): train_continuous(cfg, data)``."""
+    """``with run_options(checkpoint=..., stop_at=..., meta=...): trainer.train("clip_diffusionlm", cfg, data)``."""
     token = _RUN_OPTIONS.set(RunOptions(**kw))
     try:
         yield
