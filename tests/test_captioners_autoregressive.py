@@ -287,29 +287,3 @@ def test_config_section_and_its_validation():
         get_config("ci", {"autoregressive.beam": 0})
     with pytest.raises(ConfigError, match="must not be negative"):
         get_config("ci", {"autoregressive.length_penalty": -1.0})
-
-
-@pytest.mark.parametrize("T,S,causal", [(7, 7, True), (3, 7, True), (1, 7, True), (5, 4, False)])
-def test_attention_equals_a_softmax_written_by_hand(T, S, causal):
-    """`attention` (scaled_dot_product_attention) against the definition, query by query: query t sits at
-    position S - T + t and, under the causal mask, reads keys 0 .. S - T + t only."""
-    from clipdiff_mini.captioners.autoregressive import attention
-
-    g = torch_generator(1)
-    q, k, v = (torch.randn(2, 3, n, 4, generator=g) for n in (T, S, S))
-    got = attention(q, k, v, causal, torch.nn.Dropout(0.0))
-    for t in range(T):
-        last = S - T + t if causal else S - 1
-        s = torch.einsum("bhd,bhjd->bhj", q[:, :, t], k[:, :, :last + 1]) / 2.0  # sqrt(d) = 2
-        p = torch.exp(s - s.max(-1, keepdim=True).values)
-        want = torch.einsum("bhj,bhjd->bhd", p / p.sum(-1, keepdim=True), v[:, :, :last + 1])
-        torch.testing.assert_close(got[:, :, t], want, rtol=0, atol=1e-6)
-    # with dropout on the weights in training, the hand-written path and its draws
-    drop = torch.nn.Dropout(0.5).train()
-    torch.manual_seed(3)
-    a = attention(q, k, v, causal, drop)
-    torch.manual_seed(3)
-    scores = q @ k.transpose(-1, -2) / 2.0
-    if causal and T > 1:
-        scores = scores.masked_fill(~torch.ones(T, S, dtype=torch.bool).tril(S - T), float("-inf"))
-    torch.testing.assert_close(a, drop(scores.softmax(-1)) @ v)

@@ -14,13 +14,15 @@ Modules:
 - ``evaluate``   -- the one evaluation: COCO metrics, scene accuracy, object recall, error kinds, baselines
 - ``decoding``   -- ids to captions, repeated words, the denoising trajectory as text
 - ``display``    -- figures: training curves, caption grids, how a trajectory settles, attention masks and maps
-- ``backbone``   -- the course's transformer block (pre-LN, attention through SDPA, adaptive LayerNorm, cross or prefix)
+- ``backbone``   -- the course's transformer block, shared by the three captioners (pre-LN, attention through
+  SDPA under a per-sample or causal mask, a key-value cache, adaptive LayerNorm, cross or prefix)
 - ``length``     -- the caption length from the picture: DDCap's length head, also a CLIP-DiffusionLM switch
 - ``continuous`` -- CLIP-DiffusionLM, continuous diffusion over word vectors (notebook 05)
 - ``ddcap``      -- DDCap, masked discrete diffusion with cross-attention to the CLIP grid (notebook 07)
 - ``diagnosis``  -- teacher-forced accuracies: a masked model at each mask ratio, the autoregressive next word
 - ``distillation`` -- sequence-level distillation: a diffusion captioner trained on the autoregressive decoder's captions
-- ``autoregressive`` -- the baseline: a causal transformer decoder, greedy and beam search with a key-value cache (notebook 08)
+- ``autoregressive`` -- the baseline: the course's block under a causal mask, greedy and beam search with a
+  key-value cache (notebooks 06 and 08)
 - ``ablations``  -- the papers' ablation tables rerun, one trained model per row (a command)
 - ``benchmark``  -- fair timing: warm-up runs, the median of timed runs, the device and thread count (notebook 08)
 - ``infilling``  -- a span of a reference hidden (colour, shape, relation) and filled by each captioner, scored (notebook 08)

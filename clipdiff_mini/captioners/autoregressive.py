@@ -10,11 +10,12 @@ and is trained by teacher forcing: the cross-entropy of every next token
 given the true previous ones, ``-sum_i log p(w_i | w_<i, c)``, over the
 tokens up to and including [EOS] (the [PAD] after it is ignored).
 
-The network: token and learned position embeddings, `captioner.layers`
-pre-norm blocks (GPT-2: ``x + Attn(LN x)``, ``x + MLP(LN x)``, MLP 4x wide,
-as the DistilBERT denoisers) of `captioner.width` and `captioner.heads`, a
-final LayerNorm and an output head **tied** to the token embedding (GPT-2 and
-ClipCap's GPT-2 do the same: fewer parameters, one vector per word).
+The network: token and learned position embeddings, `captioner.layers` of
+the course's pre-norm blocks (`captioners.backbone.Block`, DDCap's, here
+under the causal mask and without a timestep: GPT-2's ``x + Attn(LN x)``,
+``x + MLP(LN x)``, MLP 4x wide) of `captioner.width` and `captioner.heads`,
+a final LayerNorm and an output head **tied** to the token embedding (GPT-2
+and ClipCap's GPT-2 do the same: fewer parameters, one vector per word).
 The conditioning tokens c are the pooled CLIP vector mapped by one linear
 layer to `prefix_length` tokens, plus the projected grid tokens when the
 split has a grid (``captioner.grid``), each slot with a learned position.
@@ -47,109 +48,18 @@ trained one).
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from clipdiff_mini.captioners.backbone import Block
 from clipdiff_mini.captioners.base import check_heads
 from clipdiff_mini.captioners.decoding import sampling_caption_fn
 
 Tensor = torch.Tensor
 NEVER_WRITTEN = ("pad", "bos", "mask")  # special tokens the decoder never outputs
-
-
-def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, drop: nn.Module) -> Tensor:
-    """softmax(q k^T / sqrt(d) + M) v (Vaswani et al. 2017, eq. 1) for q (B, H, T, d), k, v (B, H, S, d).
-
-    With `causal`, the T queries are the last T of the S positions (the earlier S - T are cached keys):
-    query t sits at position S - T + t and sees keys j <= S - T + t (M = -inf elsewhere).
-    Computed by `F.scaled_dot_product_attention`; while dropout on the weights is active (training with
-    captioner.dropout > 0) by hand, so that the dropout draws stay those of the hand-written version."""
-    T, S = q.shape[2], k.shape[2]
-    # one query (a cached decoding step) is the newest position: it sees every key
-    keep = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T) if causal and T > 1 else None  # (T, S)
-    if not (drop.training and getattr(drop, "p", 0.0) > 0):
-        if keep is not None and T == S:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, d)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=keep)  # (B, H, T, d)
-    att = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, H, T, S)
-    if keep is not None:
-        att = att.masked_fill(~keep, float("-inf"))
-    return drop(att.softmax(-1)) @ v  # (B, H, T, d)
-
-
-class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention with an optional key-value cache.
-
-    Written by hand rather than with `nn.MultiheadAttention`: a cached
-    decoding step must append its keys and values to those each layer
-    stored at earlier steps, and `nn.MultiheadAttention` does not expose them."""
-
-    def __init__(self, width: int, heads: int, dropout: float = 0.0):
-        super().__init__()
-        self.heads, self.dh = heads, width // heads
-        self.qkv = nn.Linear(width, 3 * width)
-        self.proj = nn.Linear(width, width)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: Tensor, cache: dict | None = None) -> Tensor:
-        """x (B, T, W): the newest T positions; `cache` {"k", "v"} (B, H, S - T, d) is read and extended."""
-        B, T, W = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.heads, self.dh).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, d)
-        if cache is not None:
-            if "k" in cache:
-                k = torch.cat([cache["k"], k], 2)  # (B, H, S, d)
-                v = torch.cat([cache["v"], v], 2)
-            cache["k"], cache["v"] = k, v
-        y = attention(q, k, v, True, self.drop)  # (B, H, T, d)
-        return self.proj(y.transpose(1, 2).reshape(B, T, W))
-
-
-class CrossAttention(nn.Module):
-    """Multi-head attention of the caption positions to the conditioning tokens (no mask)."""
-
-    def __init__(self, width: int, heads: int, dropout: float = 0.0):
-        super().__init__()
-        self.heads, self.dh = heads, width // heads
-        self.q = nn.Linear(width, width)
-        self.kv = nn.Linear(width, 2 * width)
-        self.proj = nn.Linear(width, width)
-        self.drop = nn.Dropout(dropout)
-
-    def memory(self, m: Tensor) -> tuple[Tensor, Tensor]:
-        """Keys and values (B, H, M, d) of conditioning tokens m (B, M, W): computed once per caption."""
-        B, M, _ = m.shape
-        k, v = self.kv(m).view(B, M, 2, self.heads, self.dh).permute(2, 0, 3, 1, 4)
-        return k, v
-
-    def forward(self, x: Tensor, kv: tuple[Tensor, Tensor]) -> Tensor:
-        B, T, W = x.shape
-        q = self.q(x).view(B, T, self.heads, self.dh).transpose(1, 2)  # (B, H, T, d)
-        y = attention(q, kv[0], kv[1], False, self.drop)  # (B, H, T, d)
-        return self.proj(y.transpose(1, 2).reshape(B, T, W))
-
-
-class DecoderBlock(nn.Module):
-    """Pre-norm decoder block (GPT-2): x += SelfAttn(LN x); [x += CrossAttn(LN x, c)]; x += MLP(LN x)."""
-
-    def __init__(self, width: int, heads: int, dropout: float = 0.0, cross: bool = False):
-        super().__init__()
-        self.ln1 = nn.LayerNorm(width)
-        self.attn = CausalSelfAttention(width, heads, dropout)
-        self.ln_cross = nn.LayerNorm(width) if cross else None
-        self.cross = CrossAttention(width, heads, dropout) if cross else None
-        self.ln2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: Tensor, cache: dict | None = None, memory: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        x = x + self.drop(self.attn(self.ln1(x), cache))  # (B, T, W)
-        if self.cross is not None:
-            x = x + self.drop(self.cross(self.ln_cross(x), memory))
-        return x + self.drop(self.mlp(self.ln2(x)))
 
 
 class ARCaptioner(nn.Module):
@@ -182,7 +92,9 @@ class ARCaptioner(nn.Module):
         for emb in (self.cond_pos, self.tok, self.pos):
             nn.init.normal_(emb.weight, std=0.02)  # GPT-2's initialisation
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(DecoderBlock(width, heads, dropout, self.is_cross) for _ in range(layers))
+        # the course's block (captioners/backbone.py) under the causal mask, no timestep
+        self.blocks = nn.ModuleList(Block(width, heads, dropout, adaptive=False, cross=self.is_cross)
+                                    for _ in range(layers))
         self.ln_f = nn.LayerNorm(width)
 
     # ---- the network ------------------------------------------------------------------------
@@ -197,6 +109,10 @@ class ARCaptioner(nn.Module):
             toks.append(self.grid_proj(grid))  # (B, P, W)
         return torch.cat(toks, 1) + self.cond_pos.weight  # (B, n_cond, W)
 
+    def memory(self, c: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Each block's cross-attention keys and values (B, H, n_cond, d) of c: computed once per caption."""
+        return [b.cross_attn.keys_values(c) for b in self.blocks]
+
     def decode(self, ids: Tensor, c: Tensor, start: int = 0, caches: list[dict] | None = None,
                memory: list | None = None) -> Tensor:
         """Logits (B, T, V) of the token after each of ids (B, T), caption tokens at positions start..start+T-1.
@@ -209,10 +125,11 @@ class ARCaptioner(nn.Module):
         if not self.is_cross and start == 0:
             h = torch.cat([c, h], 1)  # (B, n_cond + T, W)
         if self.is_cross and memory is None:
-            memory = [b.cross.memory(c) for b in self.blocks]
+            memory = self.memory(c)
         h = self.drop(h)
         for i, block in enumerate(self.blocks):
-            h = block(h, None if caches is None else caches[i], None if memory is None else memory[i])
+            h, _ = block(h, None if memory is None else memory[i], None, None, False,
+                         cache=None if caches is None else caches[i], causal=True)
         h = self.ln_f(h[:, h.shape[1] - T:])  # (B, T, W): the caption positions
         logits = h @ self.tok.weight.t()  # (B, T, V): head tied to the token embedding
         return logits.masked_fill(self.never, float("-inf"))
@@ -274,7 +191,7 @@ class ARCaptioner(nn.Module):
         c, ids, t0 = self._start(cond, 1, max_len, prompt)
         B = ids.shape[0]
         caches = [{} for _ in self.blocks] if use_cache else None
-        memory = [b.cross.memory(c) for b in self.blocks] if self.is_cross and use_cache else None
+        memory = self.memory(c) if self.is_cross and use_cache else None
         done = torch.zeros(B, dtype=torch.bool, device=ids.device)
         score = torch.zeros(B, device=ids.device, dtype=c.dtype)
         passes = 0
@@ -300,7 +217,7 @@ class ARCaptioner(nn.Module):
         B = N // k
         dev = ids.device
         caches = [{} for _ in self.blocks] if use_cache else None
-        memory = [b.cross.memory(c) for b in self.blocks] if self.is_cross and use_cache else None
+        memory = self.memory(c) if self.is_cross and use_cache else None
         # all k copies start identical: only the first is live, or the beam would hold k copies of one caption
         score = torch.full((B, k), float("-inf"), device=dev, dtype=c.dtype)
         score[:, 0] = 0.0

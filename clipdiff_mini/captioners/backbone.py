@@ -2,35 +2,53 @@
 cross-attention to a memory, an MLP (Vaswani et al. 2017, with GPT-2's pre-norm placement), and
 adaptive LayerNorm on a timestep (DDCap, after DiT).
 
-DDCap (notebook 07) stacks these blocks with the CLIP memory as cross-attention or as prefix tokens;
-CLIP-DiffusionLM (notebook 05) can stack them instead of DistilBERT's post-LN blocks
-(``continuous.backbone = "course"``), so that the two diffusion captioners can be compared on one
-network.
+One network for the three captioners, told apart by their masks and their conditioning:
+
+* DDCap (notebook 07): bidirectional, or the concentrated mask (a per-sample boolean mask); the CLIP
+  memory as cross-attention or as prefix tokens; adaptive LayerNorm on the timestep;
+* the autoregressive decoder (notebook 06, section 7): the causal mask, with a key-value cache for
+  decoding word by word; the CLIP memory as prefix tokens or cross-attention; no timestep;
+* CLIP-DiffusionLM (notebook 05): bidirectional over prefix tokens, as a switch
+  (``continuous.backbone = "course"``) beside the paper's DistilBERT.
 
 Attention (`attend`) goes through `F.scaled_dot_product_attention` (one fused call where the device has
-a kernel for it) with an optional per-sample boolean mask. The module is our own rather than
-`nn.MultiheadAttention` so that the attention weights can be returned for the attention maps (computed
-beside the fused output, only when asked for) and a memory's keys and values passed in precomputed
-(DDCap computes them once per caption, not once per pass).
+a kernel for it) with an optional per-sample boolean mask or the causal mask. The module is our own
+rather than `nn.MultiheadAttention` so that the attention weights can be returned for the attention maps
+(computed beside the fused output, only when asked for), a memory's keys and values passed in
+precomputed (computed once per caption, not once per pass) and a causal layer's keys and values kept
+from one decoding step to the next (the cache: `nn.MultiheadAttention` does not expose them).
+Dropout (``captioner.dropout``, 0 in every profile) acts on each sub-layer's output, not on the
+attention weights, so the fused kernel serves training too.
 """
 from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None = None,
-           need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+def attend(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None = None, need_weights: bool = False,
+           causal: bool = False) -> tuple[Tensor, Tensor | None]:
     """softmax(q k^T / sqrt(d) + M) v (Vaswani et al. 2017, eq. 1) for q (B, H, Lq, d), k, v (B, H, Lk, d),
     with M = -inf where `allowed` (B, Lq, Lk) is False (every row keeps at least one key: under the
-    concentrated mask the query's own position). Returns (out (B, H, Lq, d), weights (B, H, Lq, Lk) or None).
+    concentrated mask the query's own position), or with `causal` where a key lies after its query: the
+    Lq queries are the last Lq of the Lk positions (the earlier ones are cached keys), so query t sees keys
+    0 .. Lk - Lq + t. Returns (out (B, H, Lq, d), weights (B, H, Lq, Lk) or None).
 
     The output always comes from `F.scaled_dot_product_attention`; with `need_weights` the softmax weights
     are also computed by hand beside it (for the attention maps), so asking for them never changes the output."""
+    Lq, Lk = q.shape[2], k.shape[2]
+    if causal and allowed is not None:
+        raise ValueError("attend: give a per-sample mask or causal=True, not both")
     mask = None if allowed is None else allowed[:, None]  # (B, 1, Lq, Lk), True = may attend
+    if causal and Lq == Lk and not need_weights:
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, Lq, d)
+        return out, None
+    if causal and Lq > 1:  # (a single query is the newest position: it sees every key)
+        mask = torch.ones(Lq, Lk, dtype=torch.bool, device=q.device).tril(Lk - Lq)  # (Lq, Lk)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, Lq, d)
     if not need_weights:
         return out, None
@@ -42,8 +60,10 @@ def attend(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None = None,
 
 class Attention(nn.Module):
     """Multi-head attention of queries x (B, Lq, W) over keys/values m (B, Lk, W) with an optional
-    boolean mask (B, Lq, Lk) of allowed pairs; returns (out, weights (B, Lq, Lk) mean over heads or None).
-    `kv`: the keys and values of m precomputed by `keys_values` (then m is not read)."""
+    boolean mask (B, Lq, Lk) of allowed pairs or the causal mask; returns (out, weights (B, Lq, Lk) mean
+    over heads or None). `kv`: the keys and values of m precomputed by `keys_values` (then m is not read).
+    `cache`: a dict that holds this layer's keys and values of the earlier positions ({} at the first
+    step); the new ones are appended to it and attended over with them (causal decoding)."""
 
     def __init__(self, width: int, heads: int):
         super().__init__()
@@ -59,12 +79,16 @@ class Attention(nn.Module):
         return k, v
 
     def forward(self, x: Tensor, m: Tensor | None, allowed: Tensor | None = None, need_weights: bool = False,
-                kv: tuple[Tensor, Tensor] | None = None):
+                kv: tuple[Tensor, Tensor] | None = None, cache: dict | None = None, causal: bool = False):
         B, Lq, W = x.shape
         H = self.heads
         q = self.q(x).view(B, Lq, H, W // H).transpose(1, 2)  # (B, H, Lq, d)
         k, v = self.keys_values(m) if kv is None else kv  # (B, H, Lk, d) each
-        out, weights = attend(q, k, v, allowed, need_weights)  # (B, H, Lq, d), (B, H, Lq, Lk)
+        if cache is not None:
+            if "k" in cache:  # the earlier positions' keys and values, then the new ones
+                k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)  # (B, H, S, d)
+            cache["k"], cache["v"] = k, v
+        out, weights = attend(q, k, v, allowed, need_weights, causal)  # (B, H, Lq, d), (B, H, Lq, Lk)
         out = out.transpose(1, 2).reshape(B, Lq, W)  # (B, Lq, W)
         return self.out(out), (weights.mean(1) if need_weights else None)
 
@@ -96,14 +120,15 @@ class Block(nn.Module):
         return h * (1 + scale) + shift
 
     def forward(self, x: Tensor, memory_kv: tuple[Tensor, Tensor] | None, allowed: Tensor | None,
-                temb: Tensor | None, need_weights: bool):
-        """x (B, L, W); memory_kv: this block's cross-attention keys and values (B, H, 1 + P, d) of the
-        memory (None without cross-attention). Returns (x, weights): the cross-attention weights
-        (B, L, 1 + P), or without cross-attention the self-attention weights (B, S, S) over the whole
-        sequence (memory and caption), when asked."""
+                temb: Tensor | None, need_weights: bool, cache: dict | None = None, causal: bool = False):
+        """x (B, L, W); memory_kv: this block's cross-attention keys and values (B, H, P, d) of the
+        memory (None without cross-attention); `allowed` (B, L, L) or `causal`: the self-attention mask;
+        `cache`: the self-attention's keys and values of earlier positions (`Attention`). Returns
+        (x, weights): the cross-attention weights (B, L, P), or without cross-attention the self-attention
+        weights (B, S, S) over the whole sequence (memory and caption), when asked."""
         mod = self.ada(temb) if self.ada is not None and temb is not None else None  # (B, 2 n_norms W)
         h = self._norm(0, x, mod)
-        a, w = self.self_attn(h, h, allowed, need_weights and self.cross_attn is None)
+        a, w = self.self_attn(h, h, allowed, need_weights and self.cross_attn is None, cache=cache, causal=causal)
         x = x + self.drop(a)
         if self.cross_attn is not None:
             a, w = self.cross_attn(self._norm(1, x, mod), None, None, need_weights, kv=memory_kv)

@@ -17,8 +17,8 @@
 #   by default notebook 07's model, trained further on the autoregressive
 #   decoder's captions (section 2 says why; its settings say "AR teacher";
 #   set `DDCAP_TARGETS = "references"` for notebook 07's model itself);
-# * an **autoregressive** decoder (`captioners/autoregressive.py`): a causal
-#   transformer of the same width and depth, conditioned on the same CLIP
+# * an **autoregressive** decoder (`captioners/autoregressive.py`): the same
+#   transformer block under a causal mask, as wide and deep, on the same CLIP
 #   features, trained by the same loop with the same optimiser, for its own
 #   step budget (`autoregressive.train_steps`); greedy and beam search,
 #   with and without a key-value cache.
@@ -151,11 +151,15 @@ print(f"grids: CLIP-DiffusionLM {cfg_c.captioner.grid!r}, DDCap {cfg_d.captioner
 # prefix tokens in self-attention (notebook 07, section 12), and the
 # autoregressive decoder, by the parameter `AR_GRID` (default the 4x4 grid,
 # the same features as DDCap), as prefix tokens in front of the caption
-# (ClipCap). DDCap and the decoder thus read the picture the same way: they
-# differ in the attention mask (bidirectional against causal) and in how
-# they write. All three have the width and depth of `captioner` and train
-# through `train_captioner`; the loop loads a finished checkpoint of the
-# same settings instead of training again.
+# (ClipCap). DDCap and the decoder thus read the picture the same way, on
+# one network: the course's block (`captioners/backbone.py`), pre-norm
+# attention and MLP. They differ in the attention mask (bidirectional
+# against causal), in DDCap's timestep (adaptive LayerNorm) and in how they
+# write. CLIP-DiffusionLM stacks the same block by default
+# (`continuous.backbone="course"`; the paper's DistilBERT is the other
+# choice). All three have the width and depth of `captioner` and train
+# through one entry point (`trainer.train`); it loads a finished checkpoint of
+# the same settings instead of training again.
 #
 # Each has its own step budget, chosen from its validation curve at laptop
 # size: `captioner.train_steps` for CLIP-DiffusionLM (notebook 05) and
