@@ -763,9 +763,10 @@ plt.show()
 # later ones change.
 #
 # The decoder trained here is the course's (`captioners/autoregressive.py`):
-# the width and depth of the captioners of notebooks 05 and 07, conditioned
-# on notebook 04's CLIP, the pooled vector and the 4x4 grid, as prefix
-# tokens in front of the caption (ClipCap's way). Notebook 07 compares the
+# DDCap's transformer block (`captioners/backbone.py`) under the causal
+# mask, with the width and depth of the captioners of notebooks 05 and 07,
+# conditioned on notebook 04's CLIP, the pooled vector and the 4x4 grid, as
+# prefix tokens in front of the caption (ClipCap's way). Notebook 07 compares the
 # masked model's token accuracy with it, and notebook 08 compares it with
 # both diffusion captioners and uses it as DDCap's teacher: both load the
 # checkpoint saved here.
