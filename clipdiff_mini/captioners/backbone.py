@@ -8,8 +8,8 @@ One network for the three captioners, told apart by their masks and their condit
   memory as cross-attention or as prefix tokens; adaptive LayerNorm on the timestep;
 * the autoregressive decoder (notebook 06, section 7): the causal mask, with a key-value cache for
   decoding word by word; the CLIP memory as prefix tokens or cross-attention; no timestep;
-* CLIP-DiffusionLM (notebook 05): bidirectional over prefix tokens, as a switch
-  (``continuous.backbone = "course"``) beside the paper's DistilBERT.
+* CLIP-DiffusionLM (notebook 05): bidirectional over prefix tokens, its default
+  (``continuous.backbone = "course"``; the paper's DistilBERT is the other choice).
 
 Attention (`attend`) goes through `F.scaled_dot_product_attention` (one fused call where the device has
 a kernel for it) with an optional per-sample boolean mask or the causal mask. The module is our own
